@@ -1,0 +1,136 @@
+"""flax.linen Modules that own parameters and call the pure functions of `cells`/`recurrent`.
+
+No recurrent math lives here: a Module creates parameter dicts with `cell.init` and runs
+`recurrent.stack` vmapped over the batch.
+
+Parameter tree of `RecurrentEncoder`: `layer{k}_fwd` (and `layer{k}_bwd` when bidirectional), each a
+cell params dict (see `rnnlab.cells`). A bidirectional encoder has exactly twice the parameters of
+a unidirectional one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnnlab import cells, recurrent
+
+Array = jax.Array
+
+
+def make_cell(name: str, options: dict[str, Any] | Sequence[tuple[str, Any]] = ()) -> cells.Cell:
+  """`cells.get(name, ...)` with only the options that cell's factory accepts.
+
+  One config holds the options of every cell (forget_bias, reset_after, ...); each cell takes the
+  ones it understands, so switching `model.cell` never needs other config edits.
+  """
+  options = dict(options)
+  accepted = cells.accepted_options(name)
+  return cells.get(name, **{k: v for k, v in options.items() if k in accepted})
+
+
+class RecurrentEncoder(nn.Module):
+  """Stacked, optionally bidirectional recurrent layers over a batch.
+
+  Attributes:
+    cell: registry name of the cell.
+    hidden_size: H per direction.
+    num_layers: stacked layers.
+    bidirectional: two directions per layer, outputs concatenated ([..., 2H]).
+    dropout_rate: dropout between layers (training only).
+    cell_options: (key, value) pairs passed to the cell factory (see `make_cell`).
+  """
+
+  cell: str = "lstm"
+  hidden_size: int = 128
+  num_layers: int = 1
+  bidirectional: bool = False
+  dropout_rate: float = 0.0
+  cell_options: tuple[tuple[str, Any], ...] = ()
+
+  @nn.compact
+  def __call__(self, xs: Array, lengths: Array | None = None,
+               deterministic: bool = True) -> tuple[list[tuple[Any, ...]], Array]:
+    """xs: [batch, time, features], lengths: [batch] or None.
+
+    Returns (per-layer tuples of final carries, each with a leading [batch] axis;
+             ys: [batch, time, directions * hidden]).
+    """
+    cell = make_cell(self.cell, self.cell_options)
+    directions = ("fwd", "bwd") if self.bidirectional else ("fwd",)
+    stack_params = []
+    in_size = xs.shape[-1]
+    for k in range(self.num_layers):
+      layer_params = []
+      for d in directions:
+        init = lambda key, n=in_size: cell.init(key, n, self.hidden_size)
+        layer_params.append(self.param(f"layer{k}_{d}", init))
+      stack_params.append(layer_params)
+      in_size = self.hidden_size * len(directions)
+
+    rate = 0.0 if deterministic else self.dropout_rate
+    batch = xs.shape[0]
+    keys = (jax.random.split(self.make_rng("dropout"), batch) if rate > 0.0
+            else jnp.zeros((batch,), jnp.uint32))
+
+    def run(x, n, key):
+      return recurrent.stack(cell, stack_params, x, n, rate, key if rate > 0.0 else None)
+
+    return jax.vmap(run, in_axes=(0, None if lengths is None else 0, 0))(xs, lengths, keys)
+
+
+def last_real_step(ys: Array, lengths: Array | None, bidirectional: bool) -> Array:
+  """The summary of each sequence read at its last real step.
+
+  ys: [batch, time, directions * H] -> [batch, directions * H]. Unidirectional: ys at length - 1.
+  Bidirectional: forward half at length - 1 and backward half at step 0 (where the backward
+  direction has read the whole sequence). A length-0 sequence gives zeros.
+  """
+  batch, time = ys.shape[:2]
+  if lengths is None:
+    lengths = jnp.full((batch,), time)
+  idx = jnp.clip(lengths - 1, 0, time - 1)
+  last = jnp.take_along_axis(ys, idx[:, None, None], axis=1)[:, 0]
+  last = jnp.where((lengths > 0)[:, None], last, 0.0)
+  if not bidirectional:
+    return last
+  half = ys.shape[-1] // 2
+  return jnp.concatenate([last[:, :half], ys[:, 0, half:]], axis=-1)
+
+
+class RNNModel(nn.Module):
+  """input (token embedding or features) -> RecurrentEncoder -> linear readout.
+
+  Attributes:
+    vocab_size: if set, inputs are int tokens [batch, time] embedded to `embed_size`;
+      otherwise inputs are float features [batch, time, features].
+    out_features: readout size (vocabulary logits, or 1 for a regression value).
+    readout: "per_step" ([batch, time, out]) or "last" ([batch, out], see `last_real_step`).
+  """
+
+  encoder: RecurrentEncoder
+  out_features: int
+  readout: str = "per_step"
+  vocab_size: int | None = None
+  embed_size: int = 32
+
+  @nn.compact
+  def __call__(self, inputs: Array, lengths: Array | None = None,
+               deterministic: bool = True) -> Array:
+    if self.vocab_size is not None:
+      xs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
+    else:
+      xs = inputs
+    _, ys = self.encoder(xs, lengths, deterministic)
+    if self.readout == "last":
+      ys = last_real_step(ys, lengths, self.encoder.bidirectional)
+    elif self.readout != "per_step":
+      raise ValueError(f"readout must be 'per_step' or 'last', got {self.readout!r}")
+    out = nn.Dense(self.out_features, name="readout")(ys)
+    if self.readout == "per_step" and lengths is not None:
+      valid = jnp.arange(out.shape[1])[None, :] < lengths[:, None]
+      out = jnp.where(valid[..., None], out, 0.0)
+    return out
