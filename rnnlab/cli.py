@@ -1,0 +1,48 @@
+"""What every absl entry point shares: quiet third-party logs and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import logging as py_logging
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+from rnnlab.errors import RnnlabError
+
+
+class _DropLibraryChatter(py_logging.Filter):
+  """Keeps orbax's per-save INFO lines out of the training log (warnings still show)."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)`, printing RnnlabError as one line on stderr with exit code 1."""
+
+  def wrapped(argv: list[str]) -> None:
+    logging.get_absl_handler().addFilter(_DropLibraryChatter())
+    try:
+      main(argv)
+    except RnnlabError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a config override of an unknown key reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these for `--config.a.b=...` when `a.b` is not a key of the config.
+    key = str(e).strip("'\" ")
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    print(f"error: unknown config key '{key}' (overrides given: {' '.join(overrides)}); the "
+          "config file defines every allowed key (see configs/base.py)", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny configs that train in seconds, and a runner for the entry points."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from configs import base  # noqa: E402
+
+
+def tiny_config(task: str = "copy", cell: str = "lstm", **train):
+  config = base.get_config()
+  config.task.name = task
+  config.task.length = 5 if task == "copy" else 10
+  config.model.cell = cell
+  config.model.hidden_size = 8
+  config.train.batch_size = 8
+  config.train.num_steps = 20
+  config.train.log_every = 5
+  config.train.eval_every = 10
+  config.train.eval_batches = 2
+  config.train.eval_batch_size = 16
+  config.train.checkpoint_every = 10
+  for k, v in train.items():
+    config.train[k] = v
+  return config
+
+
+def run_entry(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+  """Runs `python -m module args...` from the repository root, capturing output."""
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: trains to convergence; deselect with -m 'not slow'")

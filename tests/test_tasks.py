@@ -1,0 +1,87 @@
+"""Memory tasks: exact layouts, baselines, variable lengths, determinism."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from rnnlab import tasks
+from rnnlab.tasks.memory import AddingTask, CopyTask
+
+
+def test_copy_layout():
+  T = 7
+  task = CopyTask(T)
+  b = jax.tree.map(np.asarray, task.sample(jax.random.PRNGKey(0), 16))
+  assert b["inputs"].shape == b["targets"].shape == (16, T + 20)
+  np.testing.assert_array_equal(b["lengths"], T + 20)
+  for x, y in zip(b["inputs"], b["targets"]):
+    data = x[:10]
+    assert np.all((data >= 1) & (data <= 8))
+    np.testing.assert_array_equal(x[10:10 + T - 1], 0)   # T - 1 blanks
+    assert x[10 + T - 1] == 9                            # the delimiter
+    np.testing.assert_array_equal(x[T + 10:], 0)         # 10 blanks
+    np.testing.assert_array_equal(y[:T + 10], 0)         # T + 10 blanks
+    np.testing.assert_array_equal(y[T + 10:], data)      # then the data
+  assert task.baseline == pytest.approx(10 * math.log(8) / (T + 20))
+
+
+def test_copy_perfect_and_baseline_predictions():
+  task = CopyTask(5)
+  b = task.sample(jax.random.PRNGKey(1), 8)
+  perfect = 50.0 * jax.nn.one_hot(b["targets"], 10)
+  loss, m = task.loss_and_metrics(perfect, b)
+  assert float(m["accuracy"]) == 1.0 and float(loss) < 1e-6
+  # The chance strategy: blank with certainty, uniform over the 8 symbols at recall.
+  blank = jnp.where(jnp.arange(10) == 0, 0.0, -1e9)
+  uniform = jnp.where((jnp.arange(10) >= 1) & (jnp.arange(10) <= 8), 0.0, -1e9)
+  logits = jnp.where(b["recall"][..., None], uniform, blank)
+  loss, _ = task.loss_and_metrics(logits, b)
+  assert float(loss) == pytest.approx(task.baseline, rel=1e-5)
+
+
+def test_copy_variable_lengths():
+  task = CopyTask(12, min_length=3)
+  b = jax.tree.map(np.asarray, task.sample(jax.random.PRNGKey(2), 64))
+  delays = b["lengths"] - 20
+  assert delays.min() >= 3 and delays.max() <= 12 and len(set(delays)) > 3
+  for x, y, d, n in zip(b["inputs"], b["targets"], delays, b["lengths"]):
+    assert x[10 + d - 1] == 9 and np.sum(x == 9) == 1
+    np.testing.assert_array_equal(y[d + 10:d + 20], x[:10])
+    np.testing.assert_array_equal(x[n:], 0)
+    np.testing.assert_array_equal(y[n:], 0)
+
+
+def test_adding_layout():
+  task = AddingTask(50, min_length=10)
+  b = jax.tree.map(np.asarray, task.sample(jax.random.PRNGKey(3), 256))
+  assert b["inputs"].shape == (256, 50, 2)
+  for x, target, n in zip(b["inputs"], b["targets"], b["lengths"]):
+    marks = np.flatnonzero(x[:, 1])
+    assert len(marks) == 2 and marks[0] < n // 2 <= marks[1] < n
+    assert target == pytest.approx(x[marks, 0].sum(), rel=1e-6)
+    np.testing.assert_array_equal(x[n:], 0)
+  # Predicting 1 always gives MSE ~ 1/6, the baseline.
+  loss, m = task.loss_and_metrics(jnp.ones((256, 1)), b)
+  assert float(m["mse"]) == pytest.approx(task.baseline, abs=0.03)
+
+
+def test_deterministic_per_key():
+  task = CopyTask(10, 2)
+  a = task.sample(jax.random.PRNGKey(5), 4)
+  b = task.sample(jax.random.PRNGKey(5), 4)
+  c = task.sample(jax.random.PRNGKey(6), 4)
+  np.testing.assert_array_equal(a["inputs"], b["inputs"])
+  assert not np.array_equal(a["inputs"], c["inputs"])
+
+
+def test_registry():
+  cfg = ml_collections.ConfigDict({"name": "adding", "length": 30, "min_length": 0})
+  assert tasks.get(cfg).max_time == 30
+  with pytest.raises(ValueError, match="known tasks: .*adding.*copy"):
+    tasks.get(ml_collections.ConfigDict({"name": "sorting", "length": 3}))
+  with pytest.raises(ValueError, match="length >= 2"):
+    AddingTask(1)
