@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from rnnlab import checkpoint, config_check, models, parallel, tasks
+from rnnlab import checkpoint, config_check, metrics_log, models, parallel, tasks
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
 
 Array = jax.Array
@@ -49,7 +49,11 @@ class TrainState:
 
 # ----------------------------------------------------------------------------- builders
 
-def build_model(config: ml_collections.ConfigDict, task: tasks.Task) -> models.RNNModel:
+def build_model(config: ml_collections.ConfigDict, task: tasks.Task) -> Any:
+  """The model a task asks for: `task.build_model(config)` if the task defines it (e.g. an
+  encoder-decoder), else embedding/features -> RecurrentEncoder -> readout per `task.model_spec`."""
+  if hasattr(task, "build_model"):
+    return task.build_model(config)
   m = config.model
   cell_options = tuple(sorted((k, v) for k, v in m.to_dict().items()
                               if k in _cell_option_keys(m.cell)))
@@ -126,8 +130,11 @@ class Trainer:
   def _loss(self, params: Any, batch: dict[str, Array], dropout_key: Array | None):
     deterministic = dropout_key is None
     rngs = {} if deterministic else {"dropout": dropout_key}
-    outputs = self.model.apply({"params": params}, batch["inputs"], batch["lengths"],
-                               deterministic=deterministic, rngs=rngs)
+    if hasattr(self.task, "forward"):  # e.g. teacher forcing needs the targets too
+      outputs = self.task.forward(self.model, params, batch, deterministic, rngs)
+    else:
+      outputs = self.model.apply({"params": params}, batch["inputs"], batch["lengths"],
+                                 deterministic=deterministic, rngs=rngs)
     return self.task.loss_and_metrics(outputs, batch)
 
   def _train_step_one(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
@@ -166,6 +173,8 @@ class Trainer:
       batch = parallel.shard_batch(
           self.task.sample(jax.random.fold_in(eval_root, i), self.config.train.eval_batch_size),
           self.mesh)
+      if hasattr(self.task, "evaluate"):  # e.g. greedy decoding instead of teacher forcing
+        return self.task.evaluate(self.model, state.params, batch)
       return self._loss(state.params, batch, None)[1]
 
     per_batch = jax.lax.map(one_batch, jnp.arange(self.config.train.eval_batches))
@@ -183,7 +192,7 @@ def _mark_solved(state: TrainState, solved: Array) -> TrainState:
 # ----------------------------------------------------------------------------- workdir files
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = metrics_log.METRICS_FILE
 SUMMARY_FILE = "summary.json"
 
 # Keys that may change between a run and its resumption (how long and how it is logged).
@@ -251,25 +260,12 @@ def _atomic_write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: drop it
-          pass
-  return rows
+read_metrics = metrics_log.read
 
 
 def _truncate_metrics(workdir: str, step: int) -> None:
   """Drops lines logged after `step` (written by a run killed before its next checkpoint)."""
-  rows = [r for r in read_metrics(workdir) if r["step"] <= step]
+  rows = [r for r in metrics_log.read(workdir) if r["step"] <= step]
   _atomic_write(os.path.join(workdir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -296,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   task, t = trainer.task, config.train
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                  best_mode="max" if task.higher_is_better else "min")
-  metrics_path = os.path.join(workdir, METRICS_FILE)
+  log = metrics_log.MetricsLog(workdir, enabled=is_main)
   try:
     state = trainer.init()
     start = ckpt.latest_step()
@@ -324,21 +320,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if t.num_seeds > 1:
           row["per_seed"] = values
         last_log_time, last_log_step = now, step
-        _append(metrics_path, row, is_main)
+        log.write(row)
         logging.info("step %d  loss %.4f  %s %.4f  grad_norm %.3g  %.1f steps/s", step,
                      row["loss"], task.metric, row[task.metric], row["grad_norm"],
                      row["steps_per_sec"])
       if step % t.eval_every == 0 or last:
-        last_eval, state, solved_all = _evaluate(trainer, state, step, metrics_path, is_main)
+        last_eval, state, solved_all = _evaluate(trainer, state, step, log)
         ckpt.save_best(step, state, last_eval[f"eval_{task.metric}"])
       if step % t.checkpoint_every == 0 or last or (t.stop_when_solved and solved_all):
         _check_finite(state, ckpt, t.on_nonfinite)
         ckpt.save(step, state)
     if not last_eval:  # resumed a finished run: nothing trained, evaluate it for the summary
-      last_eval, state, solved_all = _evaluate(trainer, state, step, None, False)
+      last_eval, state, solved_all = _evaluate(trainer, state, step, None)
     ckpt.wait()
   finally:
     ckpt.close()
+    log.close()
 
   summary = {
       "task": task.name, "cell": config.model.cell, "bidirectional": config.model.bidirectional,
@@ -364,8 +361,8 @@ def _previous_wall_time(workdir: str) -> float:
   return 0.0
 
 
-def _evaluate(trainer: Trainer, state: TrainState, step: int, metrics_path: str | None,
-              is_main: bool) -> tuple[dict[str, Any], TrainState, bool]:
+def _evaluate(trainer: Trainer, state: TrainState, step: int, log: metrics_log.MetricsLog | None
+              ) -> tuple[dict[str, Any], TrainState, bool]:
   task = trainer.task
   values = trainer.eval_step(state)
   solved = jnp.asarray(tasks.is_solved(task, values))
@@ -374,8 +371,8 @@ def _evaluate(trainer: Trainer, state: TrainState, step: int, metrics_path: str 
   row = {"step": step, **{f"eval_{k}": _mean(v) for k, v in values.items()}}
   if trainer.config.train.num_seeds > 1:
     row["eval_per_seed"] = values
-  if metrics_path is not None:
-    _append(metrics_path, row, is_main)
+  if log is not None:
+    log.write(row)
     logging.info("eval at step %d: %s", step,
                  "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("eval_")
                            and not isinstance(v, (list, dict))))
@@ -393,9 +390,3 @@ def _check_finite(state: TrainState, ckpt: checkpoint.Checkpointer, mode: str) -
         f"the loss or gradients became non-finite (NaN/inf) at step {first}; training stopped "
         f"and nothing non-finite was saved: {where}. Lower config.train.learning_rate, keep "
         "config.train.grad_clip > 0, or set config.train.on_nonfinite=skip.")
-
-
-def _append(path: str, row: dict[str, Any], is_main: bool) -> None:
-  if is_main:
-    with open(path, "a") as f:
-      f.write(json.dumps(row) + "\n")

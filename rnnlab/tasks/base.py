@@ -52,3 +52,9 @@ class Task(Protocol):
 def is_solved(task: Task, metrics: dict[str, Any]) -> bool:
   value = metrics[task.metric]
   return value >= task.solved_threshold if task.higher_is_better else value < task.solved_threshold
+
+
+# Optional task hooks, used by rnnlab.train when a task defines them:
+#   build_model(config) -> flax Module           (instead of the default RNNModel)
+#   forward(model, params, batch, deterministic, rngs) -> outputs   (instead of model.apply(inputs, lengths))
+#   evaluate(model, params, batch) -> metrics dict (evaluation instead of loss_and_metrics' metrics)
