@@ -72,6 +72,10 @@ class Cell:
     step: (params, carry, x_t [input]) -> (carry, y_t [hidden]).
     num_gates: number of [H]-sized blocks in the fused kernels.
     options: the keyword options the cell was built with (for saving and display).
+    linear: None, or for a cell whose update is linear in its state (minGRU, minLSTM, LRU) a
+      `rnnlab.linear_recurrence.LinearForm`: lets `recurrent.scan` run it in parallel over time.
+    hidden_size_of: params -> hidden size, for `recurrent.scan`'s default carry (None: the rows of
+      params["w_h"]).
   """
 
   name: str
@@ -80,6 +84,8 @@ class Cell:
   step: Callable[[Params, Any, Array], tuple[Any, Array]]
   num_gates: int
   options: tuple[tuple[str, Any], ...] = ()
+  linear: Any = None
+  hidden_size_of: Callable[[Params], int] | None = None
 
 
 # ----------------------------------------------------------------------------- initialisers
@@ -300,3 +306,7 @@ def accepted_options(name: str) -> list[str]:
   """The keyword options the factory of cell `name` accepts."""
   get(name)  # unknown name -> the listing error
   return list(inspect.signature(_REGISTRY[name]).parameters)
+
+
+# Cells defined in their own modules register themselves on import (kept last: they import Cell).
+from rnnlab import parallel_cells as _parallel_cells  # noqa: E402,F401

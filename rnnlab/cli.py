@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging as py_logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from absl import app, flags, logging
 
@@ -12,10 +12,18 @@ from rnnlab.errors import RnnlabError
 
 
 class _DropLibraryChatter(py_logging.Filter):
-  """Keeps orbax's per-save INFO lines out of the training log (warnings still show)."""
+  """Keeps orbax's per-save INFO lines out of the training log (warnings still show), and the
+  tracebacks of its background threads' and futures' errors (a full disk logs one per thread):
+  their message stays, and the run ends with rnnlab's one-line error naming the directory."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+    if record.name == "asyncio":  # orbax's abandoned futures: "exception was never retrieved"
+      record.exc_info, record.exc_text = None, None
+      return True
+    if "orbax" not in record.pathname:
+      return True
+    record.exc_info, record.exc_text = None, None
+    return record.levelno >= py_logging.WARNING
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -23,6 +31,7 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def wrapped(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_DropLibraryChatter())
+    sys.unraisablehook = _quiet_late_callbacks
     try:
       main(argv)
     except RnnlabError as e:
@@ -30,6 +39,20 @@ def run(main: Callable[[list[str]], None]) -> None:
       sys.exit(1)
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _quiet_late_callbacks(unraisable: Any) -> None:
+  """Drops the leftovers of an orbax save or restore that failed (a damaged checkpoint, a full
+  disk): "Event loop is closed" from tensorstore I/O callbacks landing after orbax gave up, and
+  the errors of its abandoned coroutines. The failure itself is reported by the normal path (one
+  error line); any other unraisable exception is printed as usual."""
+  value, obj = unraisable.exc_value, unraisable.object
+  if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    return
+  code = getattr(obj, "cr_code", None)
+  if code is not None and "orbax" in code.co_filename:
+    return
+  sys.__unraisablehook__(unraisable)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -22,7 +22,8 @@ def restore_run(workdir: str, best: bool = False, config: Any = None
     raise CheckpointError(f"{workdir!r} has no {checkpoint.CHECKPOINT_DIR}/ directory: "
                           "nothing to restore (train first with experiments.train)")
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                 best_mode="max" if trainer.task.higher_is_better else "min")
+                                 best_mode="max" if trainer.task.higher_is_better else "min",
+                                 read_only=True)
   try:
     state = ckpt.restore(trainer.abstract_state(), best=best)
   finally:

@@ -8,7 +8,12 @@ Two methods give the same numbers (up to float rounding):
   * "sequential": `jax.lax.scan`, T dependent steps, O(T) work;
   * "associative": `jax.lax.associative_scan` over the pairs (a_t, b_t) with the composition
       (a_1, b_1) then (a_2, b_2)  =  (a_2 a_1, a_2 b_1 + b_2),
-    O(log T) dependent levels, about twice the work.
+    O(log T) dependent levels, about twice the work. Its gradient is written by hand (a
+    `jax.custom_vjp`): the adjoint of a linear recurrence is the same recurrence run the other way,
+        lambda_t = g_t + a_{t+1} lambda_{t+1},   dL/db_t = lambda_t,   dL/da_t = lambda_t h_{t-1}
+    (g_t: the cotangent of h_t; no complex conjugates, as JAX's transposes), so the backward pass
+    is one more associative scan instead of the transpose of every level, which halves the
+    compile time and the memory.
   * "auto" picks one from the backend and the (static) length, see `choose_method`.
 
 Padding and direction follow `rnnlab.recurrent.scan` exactly: steps t >= length become the identity
@@ -17,22 +22,43 @@ exactly zero. `reverse=True` runs from step length - 1 down to 0 (the padding at
 first, as identities, so the initial state meets the last REAL step first) and returns the states in
 the original time order.
 
-Timings behind "auto" (2025-06-11; machine: 2 CPU cores, shared with other jobs; jax 0.10.2 CPU;
-float32, hidden 128, batch 64 (vmap), real a and b; fwd+bwd = `jax.grad` of a sum of the states
-wrt a and b, jitted; median of 5 after warm-up; reproduce with `python -m rnnlab.linear_recurrence`):
+Timings behind "auto" (2026-11-25; machine: 2 CPU cores, shared with other jobs; jax 0.10.2 CPU
+backend; float32, hidden 128, batch 64 by vmap, real a and b; fwd+bwd = one jitted `jax.grad` of the
+sum of the states wrt a and b; milliseconds, sequential / associative). Reproduce with
+`python -c "from rnnlab.linear_recurrence import benchmark; print(benchmark())"`.
 
-    T       sequential   associative
-    100       TODO ms       TODO ms
-    1024      TODO ms       TODO ms
-    4096      TODO ms       TODO ms
+  A. Final code (associative gradient by the custom VJP), two runs while the load average was 8 to
+     12 (other jobs on the 2 cores), minimum of 7 alternated calls:
 
-CPU: TODO. GPU/TPU were not measured here (no accelerator on this machine); "auto" uses the
-associative scan there, the usual choice on parallel hardware, and that default is unmeasured.
+    T       run 1             run 2
+    100      3.2 /    6.9      3.1 /    6.3
+    256     15.2 /   82.1     17.1 /  124.3
+    1024   330.1 /  854.4    214.7 /  553.0
+    4096  1440.7 / 3719.8   1046.5 / 2444.0
+
+  B. Earlier code (associative gradient by autodiff through `associative_scan`; the custom VJP was
+     12% faster than it at T=1024 in an alternated comparison), four runs at load average 1.5 to
+     3.7, median of 5 calls (run 2: of 7):
+
+    T       run 1           run 2           run 3           run 4
+    100     22.3 / 11.2      3.0 /   8.2     4.5 /   10.5     4.3 /   6.3
+    256        -              9.0 /  20.8       -               -
+    512        -             36.5 /  81.3       -               -
+    1024   106.2 / 121.1    85.4 / 207.8   142.9 /  288.4    63.2 / 121.4
+    4096   423.2 / 563.2   412.6 / 1044.2  660.0 / 1010.7   277.8 / 907.3
+
+The absolute numbers move with the other jobs' load; the order does not. The sequential scan wins at
+every measured length in every run but one pair (B, run 1, T=100, the first measurement, while the
+load was rising): with two cores there is no parallel hardware for the associative scan's log T
+levels to use, and it does about twice the work. So "auto" is "sequential" on CPU at every length.
+GPU/TPU were not measured (no accelerator on this machine); there "auto" uses the associative scan,
+the usual choice on parallel hardware, and that default is unmeasured.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable
 
@@ -42,9 +68,6 @@ import jax.numpy as jnp
 Array = jax.Array
 
 METHODS = ("sequential", "associative", "auto")
-
-# On CPU, "auto" uses the associative scan from this many steps on (see the module docstring).
-CPU_ASSOCIATIVE_FROM = 1 << 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +96,8 @@ def check_method(method: str) -> None:
 def choose_method(time_steps: int, backend: str | None = None) -> str:
   """The method "auto" stands for at `time_steps` steps on `backend` (None: JAX's default)."""
   backend = jax.default_backend() if backend is None else backend
-  if backend == "cpu":
-    return "associative" if time_steps >= CPU_ASSOCIATIVE_FROM else "sequential"
-  return "associative"
+  del time_steps  # on CPU sequential won at every measured length (module docstring)
+  return "sequential" if backend == "cpu" else "associative"
 
 
 def _compose(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -83,6 +105,33 @@ def _compose(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[
   a1, b1 = earlier
   a2, b2 = later
   return a2 * a1, a2 * b1 + b2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _associative_states(a: Array, b: Array, reverse: bool) -> Array:
+  """States of h_t = a_t h_{t-1} + b_t from a zero state. a, b: [time, *state] -> [time, *state]."""
+  return jax.lax.associative_scan(_compose, (a, b), reverse=reverse)[1]
+
+
+def _associative_states_fwd(a: Array, b: Array, reverse: bool) -> tuple[Array, tuple[Array, Array]]:
+  hs = _associative_states(a, b, reverse)
+  return hs, (a, hs)
+
+
+def _associative_states_bwd(reverse: bool, residuals: tuple[Array, Array],
+                            g: Array) -> tuple[Array, Array]:
+  a, hs = residuals
+  zero = jnp.zeros_like(a[:1])
+  # "next" and "previous" in reading order: forward reads t = 0 .. T-1, reverse T-1 .. 0.
+  if reverse:
+    a_next, h_prev = jnp.concatenate([zero, a[:-1]]), jnp.concatenate([hs[1:], zero])
+  else:
+    a_next, h_prev = jnp.concatenate([a[1:], zero]), jnp.concatenate([zero, hs[:-1]])
+  lam = _associative_states(a_next, g, not reverse)
+  return lam * h_prev, lam
+
+
+_associative_states.defvjp(_associative_states_fwd, _associative_states_bwd)
 
 
 def _valid_mask(time_steps: int, length: Array | int, ndim: int) -> Array:
@@ -109,8 +158,8 @@ def linear_scan(a: Array, b: Array, h0: Array | None = None, length: Array | int
   """
   check_method(method)
   dtype = jnp.result_type(a, b) if h0 is None else jnp.result_type(a, b, h0)
-  b = b.astype(dtype)
-  a = jnp.broadcast_to(a, b.shape).astype(dtype)
+  b = jnp.asarray(b, dtype)
+  a = jnp.broadcast_to(jnp.asarray(a, dtype), b.shape)
   time_steps = b.shape[0]
   h0 = jnp.zeros(b.shape[1:], dtype) if h0 is None else jnp.asarray(h0, dtype)
   if time_steps == 0:
@@ -134,7 +183,7 @@ def linear_scan(a: Array, b: Array, h0: Array | None = None, length: Array | int
     # visited first (T - 1) hands h0 on unchanged to step length - 1.
     first, last = (time_steps - 1, 0) if reverse else (0, time_steps - 1)
     b = b.at[first].add(a[first] * h0)
-    _, hs = jax.lax.associative_scan(_compose, (a, b), reverse=reverse)
+    hs = _associative_states(a, b, reverse)
     h_final = hs[last]
 
   if valid is not None:
@@ -161,29 +210,31 @@ def scan_cell(cell: Any, params: Any, xs: Array, length: Array | int | None = No
 # ----------------------------------------------------------------------------- measurements
 
 def benchmark(time_steps: tuple[int, ...] = (100, 1024, 4096), hidden: int = 128, batch: int = 64,
-              repeats: int = 5) -> dict[tuple[int, str], float]:
-  """Median seconds of one jitted fwd+bwd of `linear_scan` (batched by vmap), per (T, method)."""
+              repeats: int = 7) -> dict[tuple[int, str], float]:
+  """Seconds of one jitted fwd+bwd of `linear_scan` (batched by vmap), per (T, method).
+
+  The methods are timed alternately and the minimum over `repeats` calls is reported: on a
+  machine shared with other jobs the minimum is the least disturbed measurement.
+  """
   results = {}
+  methods = ("sequential", "associative")
   for t in time_steps:
     ka, kb = jax.random.split(jax.random.PRNGKey(t))
     a = jax.random.uniform(ka, (batch, t, hidden), jnp.float32, 0.5, 1.0)
     b = jax.random.normal(kb, (batch, t, hidden), jnp.float32)
-    for method in ("sequential", "associative"):
+    fns = {}
+    for method in methods:
       def loss(a, b, method=method):
         run = jax.vmap(lambda a, b: linear_scan(a, b, method=method)[1])
         return jnp.sum(run(a, b))
-      fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-      jax.block_until_ready(fn(a, b))
-      times = []
-      for _ in range(repeats):
+      fns[method] = jax.jit(jax.grad(loss, argnums=(0, 1)))
+      jax.block_until_ready(fns[method](a, b))
+    times = {m: [] for m in methods}
+    for _ in range(repeats):
+      for method in methods:
         start = time.perf_counter()
-        jax.block_until_ready(fn(a, b))
-        times.append(time.perf_counter() - start)
-      results[(t, method)] = sorted(times)[len(times) // 2]
+        jax.block_until_ready(fns[method](a, b))
+        times[method].append(time.perf_counter() - start)
+    for method in methods:
+      results[(t, method)] = min(times[method])
   return results
-
-
-if __name__ == "__main__":
-  print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
-  for (t, method), seconds in benchmark().items():
-    print(f"T={t:5d}  {method:12s} {1e3 * seconds:9.2f} ms")

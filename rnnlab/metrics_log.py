@@ -1,4 +1,5 @@
-"""Where a run's metrics go: `metrics.jsonl` in the workdir (one JSON object per logged row).
+"""Where a run's metrics go: `metrics.jsonl` in the workdir (one JSON object per logged row), and
+the same rows as TensorBoard scalars under `workdir/tensorboard/` (see `rnnlab.tensorboard`).
 
 Rows are written only by process 0 of a multi-host run.
 """
@@ -9,24 +10,57 @@ import json
 import os
 from typing import Any
 
+from rnnlab import tensorboard as tensorboard_events
+
 METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
-  """Appends metric rows ({"step": int, name: value, ...}) for one run."""
+  """Appends metric rows ({"step": int, name: value, ...}) for one run.
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  Attributes:
+    workdir: the run's directory.
+    enabled: False on every process but the first: nothing is written.
+    tensorboard: also write TensorBoard event files (False: metrics.jsonl only).
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
     self.workdir = workdir
     self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
+    self._tensorboard = (tensorboard_events.Writer(workdir) if enabled and tensorboard
+                         else None)
 
   def write(self, row: dict[str, Any]) -> None:
     if self.enabled:
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
+      if self._tensorboard is not None:
+        self._tensorboard.write(row)
+
+  def truncate(self, step: int) -> None:
+    """Drops rows logged after `step` (by a run killed before its next checkpoint) from
+    metrics.jsonl and the event files; call it on resume, before writing this session's rows."""
+    if self.enabled:
+      truncate(self.workdir, step)
+      if self._tensorboard is not None:
+        self._tensorboard.close()
+        self._tensorboard.restart_step = step + 1
 
   def close(self) -> None:
-    pass
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+
+
+def truncate(workdir: str, step: int) -> None:
+  """Keeps the rows of steps <= `step` in metrics.jsonl and in the TensorBoard event files."""
+  path = os.path.join(workdir, METRICS_FILE)
+  rows = [r for r in read(workdir) if r["step"] <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+  os.replace(tmp, path)
+  tensorboard_events.truncate(workdir, step)
 
 
 def read(workdir: str) -> list[dict[str, Any]]:

@@ -18,13 +18,15 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from rnnlab import linear_recurrence
 from rnnlab.cells import Cell, Params
 
 Array = jax.Array
 
 
 def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = None,
-         reverse: bool = False, carry: Any = None) -> tuple[Any, Array]:
+         reverse: bool = False, carry: Any = None,
+         method: str | None = None) -> tuple[Any, Array]:
   """Runs `cell` over one sequence.
 
   Args:
@@ -34,6 +36,10 @@ def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = Non
     length: scalar number of real steps (None: all `time` steps are real).
     reverse: read the real steps from last to first.
     carry: initial carry (None: `cell.initial_carry`).
+    method: for a cell with a linear form (`cell.linear`: minGRU, minLSTM, LRU), "sequential",
+      "associative" (parallel over time) or "auto" runs it with `rnnlab.linear_recurrence`, same
+      semantics; None: the cell's own default (`cell.linear.method`), else this step-by-step scan.
+      Other cells take None, "sequential" or "auto" (this scan); "associative" is an error.
 
   Returns:
     (final carry, ys: [time, hidden]) with ys in the original time order.
@@ -42,8 +48,17 @@ def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = Non
     raise ValueError(f"scan takes one unbatched sequence [time, features]; got shape {xs.shape}. "
                      "Use batched_scan (or jax.vmap) for batches.")
   if carry is None:
-    hidden = params["w_h"].shape[0]
+    hidden = (cell.hidden_size_of(params) if cell.hidden_size_of is not None
+              else params["w_h"].shape[0])
     carry = cell.initial_carry(hidden)
+  if method is None and cell.linear is not None:
+    method = cell.linear.method
+  if method is not None:
+    linear_recurrence.check_method(method)
+    if cell.linear is not None:
+      return linear_recurrence.scan_cell(cell, params, xs, length, reverse, carry, method)
+    if method == "associative":
+      raise ValueError(f"cell {cell.name!r} has no linear form; method='associative' needs one")
 
   if length is None:
     def body(c, x):

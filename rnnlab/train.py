@@ -213,15 +213,25 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise RnnlabError(f"{path} does not exist: {workdir!r} holds no rnnlab run "
                       "(train one with experiments.train first)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(_read_config_json(path))
+
+
+def _read_config_json(path: str) -> dict[str, Any]:
+  """A saved config.json, or an error naming it if it is not JSON (edited by hand, damaged)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RnnlabError(f"{path} is not a valid rnnlab config ({e}); restore it from a copy of the "
+                      "run, or start a new --workdir") from None
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
   """Creates the workdir, checks it is writable and holds no run of a different config."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    # One probe per process: the processes of a multi-host run may share this directory.
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -230,8 +240,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool
                       "Choose a writable --workdir.") from None
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+    saved = _read_config_json(path)
     if _comparable(saved) != _comparable(config.to_dict()):
       diff = _diff(_comparable(saved), _comparable(config.to_dict()))
       raise ConfigError(
@@ -263,12 +272,6 @@ def _atomic_write(path: str, text: str) -> None:
 read_metrics = metrics_log.read
 
 
-def _truncate_metrics(workdir: str, step: int) -> None:
-  """Drops lines logged after `step` (written by a run killed before its next checkpoint)."""
-  rows = [r for r in metrics_log.read(workdir) if r["step"] <= step]
-  _atomic_write(os.path.join(workdir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _to_python(tree: Any) -> Any:
   """Device metrics [seeds] -> floats (one seed) or lists (several)."""
   def conv(x):
@@ -296,10 +299,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     state = trainer.init()
     start = ckpt.latest_step()
+    # Rows logged after the restored step (or by a run killed before its first checkpoint) are
+    # dropped from metrics.jsonl and TensorBoard; a no-op except on process 0.
+    log.truncate(start or 0)
     if start is not None:
       state = ckpt.restore(state, start)
-      if is_main:
-        _truncate_metrics(workdir, start)
       logging.info("Resumed from the checkpoint at step %d in %s.", start, ckpt.directory)
     step = int(np.asarray(state.step).reshape(-1)[0])
     solved_all = bool(np.all(np.asarray(state.steps_to_solve) >= 0))
