@@ -3,8 +3,17 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache per test session, shared by the in-process tests and the
+# entry-point subprocesses: the tiny configs compile the same programs again and again. Set before
+# JAX is imported so that every process picks it up from the environment.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                               tempfile.mkdtemp(prefix="rnnlab-test-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
