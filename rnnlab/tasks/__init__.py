@@ -23,7 +23,18 @@ def _adding(cfg: Any) -> Task:
   return AddingTask(cfg.length, cfg.get("min_length", 0), _threshold(cfg, 0.01))
 
 
-_REGISTRY: dict[str, Callable[[Any], Task]] = {"copy": _copy, "adding": _adding}
+def _charlm(cfg: Any) -> Task:
+  from rnnlab.tasks.charlm import CharLMTask  # local: importing the registry stays light
+  return CharLMTask.from_config(cfg)
+
+
+def _translation(cfg: Any) -> Task:
+  from rnnlab.tasks.translation import TranslationTask
+  return TranslationTask.from_config(cfg)
+
+
+_REGISTRY: dict[str, Callable[[Any], Task]] = {"copy": _copy, "adding": _adding,
+                                               "charlm": _charlm, "translation": _translation}
 
 
 def names() -> list[str]:
