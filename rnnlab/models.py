@@ -1,7 +1,8 @@
 """flax.linen Modules that own parameters and call the pure functions of `cells`/`recurrent`.
 
 No recurrent math lives here: a Module creates parameter dicts with `cell.init` and runs
-`recurrent.stack` vmapped over the batch.
+`fused.stack` over the batch (the batched equivalent of `recurrent.stack` vmapped over it, which
+`RecurrentEncoder(fused=False)` runs instead).
 
 Parameter tree of `RecurrentEncoder`: `layer{k}_fwd` (and `layer{k}_bwd` when bidirectional), each a
 cell params dict (see `rnnlab.cells`). A bidirectional encoder has exactly twice the parameters of
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlab import cells, recurrent
+from rnnlab import cells, fused, recurrent
 
 Array = jax.Array
 
@@ -42,6 +43,9 @@ class RecurrentEncoder(nn.Module):
     bidirectional: two directions per layer, outputs concatenated ([..., 2H]).
     dropout_rate: dropout between layers (training only).
     cell_options: (key, value) pairs passed to the cell factory (see `make_cell`).
+    fused: run each layer over the whole batch with `rnnlab.fused.layer` (same results as the
+      per-example `jax.vmap(recurrent.stack)`, faster (experiments/results/benchmark.md);
+      cells it does not cover fall back to `recurrent`). False: the vmapped reference path.
   """
 
   cell: str = "lstm"
@@ -50,6 +54,7 @@ class RecurrentEncoder(nn.Module):
   bidirectional: bool = False
   dropout_rate: float = 0.0
   cell_options: tuple[tuple[str, Any], ...] = ()
+  fused: bool = True
 
   @nn.compact
   def __call__(self, xs: Array, lengths: Array | None = None,
@@ -75,6 +80,8 @@ class RecurrentEncoder(nn.Module):
     batch = xs.shape[0]
     keys = (jax.random.split(self.make_rng("dropout"), batch) if rate > 0.0
             else jnp.zeros((batch,), jnp.uint32))
+    if self.fused:
+      return fused.stack(cell, stack_params, xs, lengths, rate, keys if rate > 0.0 else None)
 
     def run(x, n, key):
       return recurrent.stack(cell, stack_params, x, n, rate, key if rate > 0.0 else None)

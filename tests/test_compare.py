@@ -1,0 +1,131 @@
+"""The comparison study: grid, end-to-end quick run and report, rebuild from workdirs, verdicts."""
+
+import os
+
+import pytest
+
+from configs import compare as compare_config
+from rnnlab import compare, report
+from rnnlab.errors import ConfigError
+from tests.conftest import run_entry
+
+
+def test_default_grid_has_every_combination():
+  config = compare_config.get_config()
+  overrides = compare.grid_overrides(config)
+  assert len(overrides) == 3 * 2 * (4 + 4)
+  as_dicts = [dict(o) for o in overrides]
+  assert {d["task.length"] for d in as_dicts if d["task.name"] == "copy"} == {10, 50, 100, 200}
+  assert {d["task.length"] for d in as_dicts if d["task.name"] == "adding"} == {50, 100, 200, 400}
+  assert {(d["model.cell"], d["model.bidirectional"]) for d in as_dicts} == {
+      (c, b) for c in ("vanilla", "lstm", "gru") for b in (False, True)}
+  point = compare.point_config(config)
+  assert "compare" not in point and point.train.num_seeds == 3
+  assert "compare" in config  # the study's config keeps its grid
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("directions", "uni,sideways", "'sideways' is not one of: uni, bi"),
+    ("cells", "lstm,transformer", "not allowed"),
+    ("copy_lengths", "10,ten", "'ten' is not an integer"),
+    ("tasks", "copy,sorting", "compare.sorting_lengths is missing"),
+    ("cells", " , ", "is empty"),
+])
+def test_bad_grid_is_rejected_before_training(tmp_path, key, value, message):
+  config = compare_config.get_config("quick")
+  config.compare[key] = value
+  with pytest.raises(ConfigError, match=message):
+    compare.make_points(config, str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+  base = tmp_path_factory.mktemp("compare")
+  config = compare_config.get_config("quick")
+  config.compare.cells = "gru"  # 2 points: one per task, a few seconds each
+  results = str(base / "results")
+  rows = compare.run(config, str(base / "runs"), results, "python -m experiments.compare TEST",
+                     default_grid=compare_config.get_config().compare.to_dict())
+  return dict(base=base, config=config, results=results, rows=rows)
+
+
+def test_quick_study_end_to_end(quick_study):
+  rows, results = quick_study["rows"], quick_study["results"]
+  assert [(r["task"], r["length"], r["cell"], r["direction"], r["status"]) for r in rows] == [
+      ("copy", 5, "gru", "uni", "finished"), ("adding", 10, "gru", "uni", "finished")]
+  for r in rows:
+    assert r["steps"] == 20 and r["num_seeds"] == 2 and len(r["metric_per_seed"]) == 2
+    assert r["wall_time_sec"] > 0
+  assert rows[0]["baseline"] == pytest.approx(10 * 2.0794415 / 25, rel=1e-5)
+  assert rows[1]["baseline"] == pytest.approx(1 / 6)
+  assert sorted(os.listdir(results)) == ["compare.csv", "compare.md", "compare_adding_curves.png",
+                                         "compare_copy_curves.png", "compare_horizon.png"]
+  md = open(os.path.join(results, "compare.md")).read()
+  for text in ("python -m experiments.compare TEST", "CPU cores", "at most 20 steps",
+               "2 seeds per point trained as one program", "declared subset",
+               "## copy", "## adding", "## Measured vs the literature", "not solved"):
+    assert text in md, text
+  csv_rows = report.read_csv(os.path.join(results, "compare.csv"))
+  assert [(r["task"], r["metric"]) for r in csv_rows] == [("copy", "accuracy"), ("adding", "mse")]
+  assert float(csv_rows[1]["metric_mean"]) == pytest.approx(rows[1]["metric_mean"])
+
+
+def test_rebuild_from_workdirs_gives_the_same_table(quick_study):
+  results = quick_study["results"]
+  csv = open(os.path.join(results, "compare.csv")).read()
+  os.remove(os.path.join(results, "compare.csv"))
+  rows = compare.run(quick_study["config"], str(quick_study["base"] / "runs"), results,
+                     "rebuild", from_workdirs=True)
+  assert open(os.path.join(results, "compare.csv")).read() == csv
+  assert len(rows) == 2
+  assert "Report rebuilt from the workdirs by: `rebuild`" in open(
+      os.path.join(results, "compare.md")).read()
+
+
+def test_finished_points_are_skipped(quick_study):
+  runs = quick_study["base"] / "runs"
+  summaries = sorted(str(p) for p in runs.glob("*/summary.json"))
+  stamps = [os.path.getmtime(p) for p in summaries]
+  compare.run(quick_study["config"], str(runs), quick_study["results"], "again")
+  assert [os.path.getmtime(p) for p in summaries] == stamps
+
+
+def _row(task, length, cell, direction, metric_mean, loss=None, baseline=None, solved=0, seeds=3):
+  metric = "accuracy" if task == "copy" else "mse"
+  return dict(task=task, length=length, cell=cell, direction=direction, metric=metric,
+              metric_mean=metric_mean, loss_mean=loss if loss is not None else metric_mean,
+              baseline=baseline if baseline is not None else (1 / 6 if task == "adding" else
+                                                               10 * 2.0794 / (length + 20)),
+              baseline_of="loss" if task == "copy" else "mse", solved_seeds=solved,
+              num_seeds=seeds, steps_to_solve_mean=500.0 if solved else None, status="finished")
+
+
+def test_literature_verdicts():
+  rows = [_row("copy", 100, "vanilla", "uni", 0.12, loss=0.17, baseline=0.173),
+          _row("copy", 10, "lstm", "uni", 1.0, solved=3), _row("copy", 50, "lstm", "uni", 0.4),
+          _row("adding", 50, "lstm", "uni", 0.002, solved=3),
+          _row("adding", 400, "vanilla", "uni", 0.16)]
+  text = "\n".join(compare.literature_verdicts(rows))
+  assert "stalls at the copy baseline" in text and "**agrees**" in text
+  assert "LSTM and GRU solve short/medium copy delays" in text and "**partly agrees**" in text
+  assert "MSE < 0.01 for moderate T" in text
+  assert compare.literature_verdicts([]) == ["No finished points yet: nothing to compare."]
+
+
+def test_seeds_speedup_markdown():
+  config = compare.point_config(compare_config.get_config())
+  results = [{"hidden": 32, "num_seeds": 8, "sec_per_step_1": 0.01, "sec_per_step_s": 0.02,
+              "compile_sec_1": 3.0, "compile_sec_s": 4.0, "speedup": 4.0,
+              "all_sec_per_step_1": [0.01], "all_sec_per_step_s": [0.02]}]
+  md = compare.seeds_speedup_markdown(results, config, "python -m experiments.compare X", 20, 1)
+  assert "`python -m experiments.compare X`" in md
+  assert "| 32 | 10 | 80 | 20 | 4 | 3 | 4 |" in md
+
+
+def test_entry_point_bad_grid_is_one_line(tmp_path):
+  result = run_entry("experiments.compare", "--config=configs/compare.py:quick",
+                     "--config.compare.directions=sideways", f"--workdir={tmp_path}/c",
+                     f"--results_dir={tmp_path}/r")
+  assert result.returncode == 1
+  assert "error: config.compare.directions: 'sideways'" in result.stderr
+  assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "c")

@@ -1,0 +1,168 @@
+"""Sweeps through submitit: local jobs give the inline sweep's table, finished points are not
+submitted, partial ones resume, and the README's Slurm command builds the right sbatch array."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from rnnlab import launch, sweep, train
+from rnnlab.errors import ConfigError, RnnlabError
+from tests.conftest import ROOT, tiny_config
+
+# The command of README.md's "Sweeps on a cluster" section (its workdir is replaced in the test).
+README_COMMAND = r"""python -m experiments.sweep --config=configs/adding.py \
+    --workdir=$HOME/sweeps/adding \
+    --sweep='model.cell=vanilla,lstm,gru;train.learning_rate=1e-3,3e-3' \
+    --launcher=slurm --slurm_partition=gpu --slurm_time_min=120 --slurm_cpus_per_task=4 \
+    --slurm_gpus_per_node=1 --slurm_mem_gb=16 --slurm_array_parallelism=6"""
+README_WORKDIR = "$HOME/sweeps/adding"
+
+# Timing columns differ between two runs of the same point; everything else must not.
+_TIMING = {"wall_time_sec"}
+
+
+def _config():
+  return tiny_config("adding", "vanilla", num_steps=10, log_every=5, eval_every=5,
+                     checkpoint_every=5)
+
+
+def _table(rows):
+  return [{k: v for k, v in r.items() if k not in _TIMING} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+  """The same 2 points swept inline and through submitit's LocalExecutor; before the local
+  launch, point 0 is finished (a copy of the inline run) and point 1 was interrupted at step 5."""
+  pytest.importorskip("submitit")
+  tmp = tmp_path_factory.mktemp("launch")
+  config = _config()
+  overrides = sweep.product(sweep.parse_spec("train.learning_rate=1e-3,3e-3", config))
+  inline_rows = sweep.run_sweep(config, overrides, str(tmp / "inline"))
+
+  base = str(tmp / "local")
+  points = sweep.make_points(config, overrides, base)
+  shutil.copytree(os.path.join(tmp, "inline", points[0].name), points[0].workdir)
+  short = points[1].config.copy_and_resolve_references()
+  short.train.num_steps = 5
+  train.train_and_evaluate(short, points[1].workdir)
+  before = train.read_metrics(points[1].workdir)
+  assert [sweep.status(p) for p in points] == ["finished", "partial"]
+
+  # The job processes inherit this environment: rnnlab importable, the deadlock-free scheduler.
+  env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+  old = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    result = launch.launch_sweep(config, overrides, base, "local",
+                                 launch.Resources(time_min=10, local_parallelism=2))
+  finally:
+    for k, v in old.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+  return dict(base=base, config=config, overrides=overrides, points=points, result=result,
+              inline_rows=inline_rows, before=before)
+
+
+def test_local_launch_gives_the_inline_table(launched):
+  s = launched
+  result = s["result"]
+  assert result.submitted == ["lr=0.003"]  # the finished point was not submitted
+  assert len(result.job_ids) == 1
+  assert [(r["status"], r["steps"]) for r in result.rows] == [("finished", 10)] * 2
+  assert _table(result.rows) == _table(s["inline_rows"])
+  assert _table(sweep.merge(s["base"])) == _table(s["inline_rows"])
+  # The interrupted point resumed from its step-5 checkpoint in the job.
+  after = train.read_metrics(s["points"][1].workdir)
+  assert after[:len(s["before"])] == s["before"]
+  assert [r["step"] for r in after if "loss" in r] == [5, 10]
+  assert os.path.isdir(os.path.join(s["base"], launch.SUBMITIT_DIR))
+
+
+def test_relaunch_submits_nothing(launched):
+  s = launched
+
+  class NoSubmission:
+    def map_array(self, *args):
+      raise AssertionError("a finished sweep submitted jobs")
+
+  again = launch.launch_sweep(s["config"], s["overrides"], s["base"], "local",
+                              executor=NoSubmission())
+  assert again.submitted == [] and again.job_ids == []
+  assert _table(again.rows) == _table(s["inline_rows"])
+
+
+def test_job_groups(tmp_path):
+  config = _config()
+  points = sweep.make_points(config, sweep.product(sweep.parse_spec(
+      "model.cell=vanilla,lstm,gru;train.learning_rate=1e-3,3e-3", config)), str(tmp_path))
+  slurm = launch.job_groups(points, "slurm", launch.Resources())
+  assert [[p.name for p in g] for g in slurm] == [[p.name] for p in points]
+  local = launch.job_groups(points, "local", launch.Resources(local_parallelism=4))
+  assert [len(g) for g in local] == [2, 2, 1, 1]
+  assert sorted(p.name for g in local for p in g) == sorted(p.name for p in points)
+  assert launch.job_groups(points[:1], "local", launch.Resources(local_parallelism=4)) == [
+      points[:1]]
+  # A job's spec is plain JSON and rebuilds the point's config.
+  spec = json.loads(json.dumps(launch.job_spec(points[3])))
+  assert spec["config"]["train"]["learning_rate"] == 0.003 and spec["name"] == points[3].name
+
+
+def test_missing_submitit_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "submitit", None)
+  with pytest.raises(RnnlabError, match="pip install submitit"):
+    launch.require_submitit()
+
+
+@pytest.mark.parametrize("field,value,flag", [
+    ("time_min", 0, "slurm_time_min"), ("gpus_per_node", -1, "slurm_gpus_per_node"),
+    ("array_parallelism", 0, "slurm_array_parallelism"), ("mem_gb", 0.0, "slurm_mem_gb"),
+    ("local_parallelism", 0, "local_parallelism")])
+def test_bad_resources_name_the_flag(field, value, flag):
+  with pytest.raises(ConfigError, match=f"--{flag}"):
+    launch.Resources(**{field: value}).check()
+
+
+def test_readme_slurm_command_submits_the_array(tmp_path):
+  """The README command, run with a fake `sbatch` on PATH: the sbatch file asks for the flags'
+  resources, one array task per point, logs under DIR/submitit/."""
+  pytest.importorskip("submitit")
+  readme = os.path.join(ROOT, "README.md")
+  if os.path.exists(readme) and "Sweeps on a cluster" in open(readme).read():
+    assert README_COMMAND in open(readme).read()
+  bin_dir, workdir = tmp_path / "bin", tmp_path / "adding"
+  bin_dir.mkdir()
+  sbatch = bin_dir / "sbatch"
+  sbatch.write_text('#!/bin/sh\ncp "$1" "$FAKE_SBATCH_COPY"\necho "Submitted batch job 4242"\n')
+  srun = bin_dir / "srun"  # submitit looks for it to tell it is on a Slurm cluster
+  srun.write_text("#!/bin/sh\nexit 1\n")
+  for tool in (sbatch, srun):
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+  args = shlex.split(README_COMMAND.replace("\\\n", " ").replace(README_WORKDIR, str(workdir)))
+  assert args[:3] == ["python", "-m", "experiments.sweep"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+             FAKE_SBATCH_COPY=str(tmp_path / "job.sh"))
+  result = subprocess.run([sys.executable, *args[1:]], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "4242_0" in result.stdout and "4242_5" in result.stdout
+  assert f"python -m experiments.sweep --merge --workdir={workdir}" in result.stdout
+  script = (tmp_path / "job.sh").read_text()
+  for line in ["#SBATCH --partition=gpu", "#SBATCH --time=120", "#SBATCH --cpus-per-task=4",
+               "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "#SBATCH --array=0-5%6",
+               "#SBATCH --job-name=rnnlab-sweep"]:
+    assert line in script, (line, script)
+  assert re.search(rf"#SBATCH --output={re.escape(str(workdir))}/submitit/\S+", script)
+  with open(workdir / "sweep.json") as f:
+    assert len(json.load(f)["points"]) == 6
+  assert "0 of 6 points finished" in (workdir / "sweep.md").read_text()
