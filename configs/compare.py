@@ -13,8 +13,10 @@ steps (a point stops early once every seed is solved). Measured first on this pr
 machine while 4 other jobs shared it (load average ~8.5): seconds per step per time step with
 3 seeds were LSTM 0.38 ms, GRU 0.49 ms, vanilla 0.10 ms unidirectional and LSTM 1.1 ms
 bidirectional, and 10-15 s to compile a point; the 48 points then need ~2.5 h, which on the
-same 2 cores unshared (~4x less contention) is ~40-60 min. On the shared machine a declared
-subset was run (see experiments/results/compare.md).
+same 2 cores unshared (~4x less contention) is ~40-60 min (an estimate, not measured). On the
+shared machine a declared subset was run instead: 30 of the 48 points (all unidirectional ones
+but copy T=200, and the bidirectional ones at copy T=10, 50 and adding T=50) in 51 min of wall
+time; see experiments/results/compare.md for the commands.
 """
 
 import ml_collections

@@ -25,6 +25,18 @@ def _pyplot():
   return plt
 
 
+def _ticker():
+  import matplotlib.ticker
+  return matplotlib.ticker
+
+
+def _seed_range(row: dict[str, str]) -> tuple[float, float]:
+  """(min, max) over seeds of a CSV row's metric (metric_per_seed is ';'-joined)."""
+  text = row.get("metric_per_seed") or row["metric_mean"]
+  values = [float(v) for v in str(text).split(";") if v]
+  return min(values), max(values)
+
+
 def _color(cell: str) -> str:
   return _CELL_COLORS.get(cell, "tab:gray")
 
@@ -102,7 +114,7 @@ def memory_horizon(csv_path: str, out: str,
   """Final metric against sequence length, per cell and direction, one panel per task.
 
   csv_path: compare.csv (columns task, length, cell, direction, metric, metric_mean,
-    metric_sd, baseline, baseline_of). references: per task, extra horizontal lines
+    metric_per_seed, baseline, baseline_of). references: per task, extra horizontal lines
     (value, label); by default the chance accuracy 1/8 on copy and, for a task whose
     baseline is of its metric (adding), the baseline.
   """
@@ -119,13 +131,13 @@ def memory_horizon(csv_path: str, out: str,
     metric = here[0]["metric"]
     for cell in dict.fromkeys(r["cell"] for r in here):
       for direction in ("uni", "bi"):
-        line = sorted((int(r["length"]), float(r["metric_mean"]), float(r["metric_sd"] or 0))
+        line = sorted((int(r["length"]), float(r["metric_mean"]), *_seed_range(r))
                       for r in here if r["cell"] == cell and r["direction"] == direction)
         if not line:
           continue
-        x, y, sd = (np.asarray(v) for v in zip(*line))
-        ax.errorbar(x, y, yerr=sd, fmt="o" + _DIRECTION_STYLE[direction], color=_color(cell),
-                    label=f"{cell} {direction}", capsize=3, ms=4, lw=1.3)
+        x, y, lo, hi = (np.asarray(v) for v in zip(*line))
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o" + _DIRECTION_STYLE[direction],
+                    color=_color(cell), label=f"{cell} {direction}", capsize=3, ms=4, lw=1.3)
     refs = list(references.get(task, []))
     if here[0]["baseline_of"] == metric and here[0]["baseline"]:
       refs.append((float(here[0]["baseline"]), f"chance baseline {float(here[0]['baseline']):.3g}"))
@@ -136,11 +148,14 @@ def memory_horizon(csv_path: str, out: str,
       ax.axhline(0.01, color="gray", ls="-.", lw=1, label="solved (0.01)")
     ax.set_xscale("log")
     lengths = sorted({int(r["length"]) for r in here})
+    ax.xaxis.set_minor_locator(_ticker().NullLocator())
     ax.set_xticks(lengths)
     ax.set_xticklabels([str(v) for v in lengths])
+    if metric == "accuracy":
+      ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(f"final eval {metric}")
-    ax.set_title(f"{task}: final {metric} vs T (mean ± sd over seeds)")
+    ax.set_title(f"{task}: final {metric} vs T (mean; bars: min-max over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.tight_layout()

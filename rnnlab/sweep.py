@@ -431,9 +431,9 @@ def steps_to_solve_text(row: dict[str, Any]) -> str:
   return f"{row['steps_to_solve_mean']:.0f} ({row['solved_seeds']}/{row['num_seeds']})"
 
 
-TABLE_COLUMNS = ["status", "steps", "metric", "metric_mean", "metric_sd", "loss_mean",
-                 "baseline_of", "baseline", "solved_seeds", "num_seeds", "steps_to_solve_mean",
-                 "steps_to_solve", "wall_time_sec"]
+TABLE_COLUMNS = ["status", "steps", "metric", "metric_mean", "metric_sd", "metric_per_seed",
+                 "loss_mean", "baseline_of", "baseline", "solved_seeds", "num_seeds",
+                 "steps_to_solve_mean", "steps_to_solve", "wall_time_sec"]
 
 
 def table_text(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> tuple[str, str]:
