@@ -22,7 +22,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, compare, report, sweep
+from rnnlab import cli, compare, report
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
                                           "configs/compare.py or configs/compare.py:quick.",
@@ -49,7 +49,6 @@ def _command() -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  sweep.use_safe_cpu_scheduler()
   config = _CONFIG.value
   if _SPEEDUP.value:
     point = compare.point_config(config)

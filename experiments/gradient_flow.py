@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, diagnostics, plots, sweep
+from rnnlab import cli, diagnostics, plots
 from rnnlab.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
@@ -44,7 +44,6 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if (_CONFIG.value is None) == (_WORKDIR.value is None):
     raise ConfigError("give exactly one of --config (train briefly) or --workdir (a trained run)")
-  sweep.use_safe_cpu_scheduler()
   results = "experiments/results"
   command = "python -m experiments.gradient_flow " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   if _WORKDIR.value is not None:

@@ -61,7 +61,6 @@ def _sweep_from_config_file() -> object:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  sweep.use_safe_cpu_scheduler()
   if _MERGE.value:
     sweep.merge(_WORKDIR.value)
   else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging as py_logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -26,8 +27,25 @@ class _DropLibraryChatter(py_logging.Filter):
     return record.levelno >= py_logging.WARNING
 
 
+_SAFE_CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def use_safe_cpu_scheduler() -> None:
+  """Adds an XLA flag that avoids a CPU deadlock; call before the first JAX computation.
+
+  On a 2-core machine, jaxlib 0.10's XLA CPU runtime can hang for ever (0% CPU) in the jitted
+  init of a bidirectional LSTM with several seeds and hidden >= 48: the orthogonal initialiser's
+  batched QR kernels run concurrently on the intra-op pool and each waits for pool threads the
+  other holds. XLA's non-concurrency-optimised scheduler runs them one after another.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_CPU_FLAG}".strip()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, printing RnnlabError as one line on stderr with exit code 1."""
+  use_safe_cpu_scheduler()
 
   def wrapped(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_DropLibraryChatter())

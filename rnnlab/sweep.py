@@ -489,21 +489,3 @@ def merge(base_workdir: str) -> list[dict[str, Any]]:
   rows = collect(load_points(base_workdir))
   write_table(rows, base_workdir, manifest["axes"])
   return rows
-
-
-# ----------------------------------------------------------------------------- runtime
-
-_SAFE_CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-
-
-def use_safe_cpu_scheduler() -> None:
-  """Adds an XLA flag that avoids a CPU deadlock; call before the first JAX computation.
-
-  On a 2-core machine, jaxlib 0.10's XLA CPU runtime can hang for ever (0% CPU) in the jitted
-  init of a bidirectional LSTM with several seeds and hidden >= 48: the orthogonal initialiser's
-  batched QR kernels run concurrently on the intra-op pool and each waits for pool threads the
-  other holds. XLA's non-concurrency-optimised scheduler runs them one after another.
-  """
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_CPU_FLAG}".strip()
