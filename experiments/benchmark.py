@@ -119,8 +119,16 @@ output buffers (JAX fills every stacked output with zeros before the loop: about
 635 ms step at (128,200,10,256) under load), the pointwise work and the per-step operations add
 about as much again. PyTorch's LSTM runs oneDNN's fused RNN kernels.
 
+At a quieter moment (load average 1.7), one process, LSTM (64, 100, 10, 128), wall ms median:
+train rnnlab 41.2, vmapped reference 46.5, flax 47.1, PyTorch with 2 threads 32.5 (its CPU time
+was 61 ms: it used both cores); forward 10.3 / 8.8 / 8.6 / 6.1. XLA:CPU runs a while loop's body
+on one thread: two independent scans in one program, or 2 or 4 independent dots per step, took the
+sum of their times, and YNNPACK does not split these small matmuls across cores, while PyTorch's
+MKL/oneDNN GEMMs do. That is most of the remaining gap to PyTorch on an idle 2-core machine; on
+a loaded one PyTorch is fastest with 1 thread and the gap narrows to 0.8-0.97x.
+
 Seeds: with `train.num_seeds` = 8 the Trainer vmaps the step, so every matmul becomes a batched
-one and every residual array 8x larger. At (16, 500, 10, 64) 8 seeds cost 7-8x one seed with the
+one and every residual array 8x larger. At (16, 500, 10, 64) 8 seeds cost 7-9x one seed with the
 fused layer (16.1x with the vmapped reference, in a separate loaded-machine run): the work grows
 with the seeds, so the 2x target is not met.
 PyTorch timings use the faster of nproc and 1 intra-op threads (column "torch threads"): with the
