@@ -50,5 +50,16 @@ def run_entry(module: str, *args: str, timeout: int = 300) -> subprocess.Complet
                         capture_output=True, text=True, timeout=timeout)
 
 
+def file_bytes(directory: str) -> dict[str, bytes]:
+  """Every file under `directory` (relative path -> contents): to show a run left them untouched."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: trains to convergence; deselect with -m 'not slow'")

@@ -21,7 +21,7 @@ import pytest
 
 from rnnlab import checkpoint, train
 from rnnlab.errors import RnnlabError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, file_bytes
 
 # The shapes of tests/test_fault_tolerance.py's runs, so a session compiles them once.
 _TINY = ["--config=configs/copy.py", "--config.model.hidden_size=8",
@@ -55,16 +55,6 @@ def finished(env, tmp_path_factory) -> str:
   return workdir
 
 
-def _files(directory: str) -> dict[str, bytes]:
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
-
-
 def _assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
   assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -93,20 +83,20 @@ def _assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str
      ["--coordinator_address='localhost' must be HOST:PORT"]),
 ])
 def test_bad_train_rerun_leaves_the_run_untouched(env, finished, flags, fragments):
-  before = _files(finished)
+  before = file_bytes(finished)
   result = _run(env, "experiments.train", *_TINY, *flags, f"--workdir={finished}")
   _assert_one_clear_error(result, *fragments)
-  assert _files(finished) == before
+  assert file_bytes(finished) == before
 
 
 def test_charlm_binary_file_into_a_finished_run(env, finished, tmp_path):
   binary = tmp_path / "corpus.txt"
   binary.write_bytes(b"PK\x03\x04\x00\x00not text\x00")
-  before = _files(finished)
+  before = file_bytes(finished)
   result = _run(env, "experiments.train", "--config=configs/charlm.py",
                 f"--config.task.path={binary}", f"--workdir={finished}")
   _assert_one_clear_error(result, str(binary), "looks binary", "give a UTF-8 text file")
-  assert _files(finished) == before
+  assert file_bytes(finished) == before
 
 
 @pytest.mark.parametrize("spec,fragments", [
@@ -116,11 +106,11 @@ def test_charlm_binary_file_into_a_finished_run(env, finished, tmp_path):
                                       "expected a float"]),
 ])
 def test_sweep_syntax_errors_leave_the_run_untouched(env, finished, spec, fragments):
-  before = _files(finished)
+  before = file_bytes(finished)
   result = _run(env, "experiments.sweep", "--config=configs/copy.py", f"--workdir={finished}",
                 f"--sweep={spec}")
   _assert_one_clear_error(result, *fragments)
-  assert _files(finished) == before
+  assert file_bytes(finished) == before
 
 
 @pytest.mark.parametrize("module,flags,fragments", [
@@ -128,10 +118,10 @@ def test_sweep_syntax_errors_leave_the_run_untouched(env, finished, spec, fragme
     ("experiments.generate", [], ["holds a 'copy' run", "needs a charlm run"]),
 ])
 def test_bad_reader_flags_leave_the_run_untouched(env, finished, module, flags, fragments):
-  before = _files(finished)
+  before = file_bytes(finished)
   result = _run(env, module, f"--workdir={finished}", *flags)
   _assert_one_clear_error(result, *fragments)
-  assert _files(finished) == before
+  assert file_bytes(finished) == before
 
 
 def test_evaluate_missing_workdir(env, tmp_path):
@@ -158,11 +148,11 @@ def test_evaluate_with_a_checkpoint_of_another_model_size(env, finished, tmp_pat
     return json.dumps(saved)
 
   workdir = _copy_with_config(finished, tmp_path, bigger)
-  before = _files(workdir)
+  before = file_bytes(workdir)
   result = _run(env, "experiments.evaluate", f"--workdir={workdir}")
   _assert_one_clear_error(result, "the checkpoint at step 10", "does not match the model",
                           "params.encoder.layer0_fwd", "Use the config the run was made with")
-  assert _files(workdir) == before
+  assert file_bytes(workdir) == before
 
 
 def test_damaged_checkpoint_names_the_step_to_delete(env, finished, tmp_path):
@@ -174,20 +164,20 @@ def test_damaged_checkpoint_names_the_step_to_delete(env, finished, tmp_path):
       for name in names:
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"garbage")
-  before = _files(workdir)
+  before = file_bytes(workdir)
   result = _run(env, "experiments.evaluate", f"--workdir={workdir}")
   _assert_one_clear_error(result, "the checkpoint at step 10", "cannot be read",
                           f"Delete {step_dir} to fall back to the previous checkpoint")
-  assert _files(workdir) == before
+  assert file_bytes(workdir) == before
 
 
 def test_damaged_config_json(env, finished, tmp_path):
   workdir = _copy_with_config(finished, tmp_path, lambda text: text[: len(text) // 2])
-  before = _files(workdir)
+  before = file_bytes(workdir)
   result = _run(env, "experiments.train", *_TINY, f"--workdir={workdir}")
   _assert_one_clear_error(result, f"{workdir}/config.json is not a valid rnnlab config",
                           "start a new --workdir")
-  assert _files(workdir) == before  # not overwritten with the new config
+  assert file_bytes(workdir) == before  # not overwritten with the new config
   with pytest.raises(RnnlabError, match="is not a valid rnnlab config"):
     train.load_config(workdir)  # what experiments.evaluate and generate read
 

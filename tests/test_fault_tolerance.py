@@ -20,7 +20,7 @@ import pytest
 
 from rnnlab import checkpoint, train
 from rnnlab.errors import CheckpointError, RnnlabError
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, tiny_config, file_bytes
 
 # Shapes shared by every run of this module (so they share compiled programs); the cadence varies.
 _TINY = ["--config=configs/copy.py", "--config.model.hidden_size=8",
@@ -69,16 +69,6 @@ def _complete_steps(directory: str) -> list[int]:
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
-
-
-def _files(directory: str) -> dict[str, bytes]:
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
 
 
 _KILL_STEPS = 400
@@ -181,7 +171,7 @@ runpy.run_module("experiments.train", run_name="__main__", alter_sys=True)
 def test_full_disk_at_save_names_the_path_and_keeps_the_checkpoints(env, finished, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(finished, workdir)
-  before = _files(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
+  before = file_bytes(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
   result = _train(env, *_TINY, *_cadence(15, 5, 5), f"--workdir={workdir}", code=_FULL_DISK)
   assert result.returncode == 1, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
@@ -189,7 +179,7 @@ def test_full_disk_at_save_names_the_path_and_keeps_the_checkpoints(env, finishe
   assert (f"error: could not write checkpoints to {workdir}/best_checkpoint (saving step 15): "
           "No space left on device.") in result.stderr
   assert "run the same command again" in result.stderr
-  assert _files(os.path.join(workdir, checkpoint.CHECKPOINT_DIR)) == before
+  assert file_bytes(os.path.join(workdir, checkpoint.CHECKPOINT_DIR)) == before
 
 
 def test_background_write_failure_is_recognised():
