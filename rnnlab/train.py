@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from rnnlab import checkpoint, config_check, metrics_log, models, parallel, tasks
+from rnnlab import cells, checkpoint, config_check, metrics_log, models, parallel, tasks
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
 
 Array = jax.Array
@@ -56,18 +56,13 @@ def build_model(config: ml_collections.ConfigDict, task: tasks.Task) -> Any:
     return task.build_model(config)
   m = config.model
   cell_options = tuple(sorted((k, v) for k, v in m.to_dict().items()
-                              if k in _cell_option_keys(m.cell)))
+                              if k in cells.accepted_options(m.cell)))
   encoder = models.RecurrentEncoder(
       cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
       bidirectional=m.bidirectional, dropout_rate=m.dropout_rate, cell_options=cell_options)
   spec = task.model_spec
   return models.RNNModel(encoder, out_features=spec.out_features, readout=spec.readout,
                          vocab_size=spec.vocab_size, embed_size=m.get("embed_size", 16))
-
-
-def _cell_option_keys(cell_name: str) -> list[str]:
-  from rnnlab import cells
-  return cells.accepted_options(cell_name)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -43,9 +43,20 @@ def tiny_config(task: str = "copy", cell: str = "lstm", **train):
   return config
 
 
+def entry_env() -> dict[str, str]:
+  """Environment of entry-point subprocesses: the repository on the path, the CPU, and (through
+  os.environ, set above) the session's compilation cache."""
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+  return entry_env()
+
+
 def run_entry(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
   """Runs `python -m module args...` from the repository root, capturing output."""
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  env = entry_env()
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

@@ -32,15 +32,6 @@ _TINY = ["--config=configs/copy.py", "--config.model.hidden_size=8",
          "--config.train.checkpoint_every=5"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-  """Environment of the runs: CPU, and one compilation cache for the whole test session."""
-  cache = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-              JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-
-
 def _run(env: dict[str, str], module: str, *args: str) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)

@@ -34,15 +34,6 @@ def _cadence(num_steps: int, log: int, every: int) -> list[str]:
           f"--config.train.eval_every={every}", f"--config.train.checkpoint_every={every}"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-  """Environment of the runs: CPU, and one compilation cache for the whole test session."""
-  cache = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-              JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-
-
 def _train(env: dict[str, str], *args: str, code: str | None = None
            ) -> subprocess.CompletedProcess:
   """`python -m experiments.train args` (or `python -c code args`, for a patched entry point)."""
