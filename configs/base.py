@@ -25,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.bidirectional = False
   config.model.dropout_rate = 0.0
   config.model.embed_size = 16     # token inputs only
+  # The deep form (rnnlab.models.RecurrentEncoder): residual connections around every layer
+  # (inputs projected to the model width first) and a normalisation before each layer.
+  config.model.residual = False
+  config.model.norm = "none"               # none | layer (LayerNorm) | rms (RMSNorm)
   # Cell options: each cell takes the ones it understands (rnnlab.models.make_cell).
   config.model.activation = "tanh"         # vanilla
   config.model.input_init = "glorot"       # glorot | lecun
@@ -34,6 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.reset_after = True          # gru
   config.model.init = "standard"           # standard | chrono (lstm, gru)
   config.model.chrono_t_max = 100.0
+  # Parallel-in-time cells (mingru, minlstm, lru: rnnlab.parallel_cells).
+  config.model.scan_method = "auto"        # sequential | associative | auto (per backend)
+  config.model.r_min = 0.9                 # lru: |lambda| uniform in the ring [r_min, r_max]
+  config.model.r_max = 0.999
+  config.model.max_phase = 6.283185307179586  # lru: phase of lambda in [0, max_phase]
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 5000

@@ -17,6 +17,12 @@ of a large float32 matmul's rate achieved by the recurrent layer's FLOPs,
 
 The seeds section times `rnnlab.train.Trainer.train_step` with `train.num_seeds` = 8 and 1 on the
 copy task at (batch 16, time 500, input 10, hidden 64).
+
+The parallel suite (`--suites=parallel` alone rewrites only its section of the report) times the
+training step of minGRU, minLSTM and LRU with each `model.scan_method` (sequential, associative,
+auto) against the LSTM and GRU at batch 64, input 10, hidden 128, T in {100, 1024, 4096}:
+
+  python -m experiments.benchmark --suites=parallel
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 import optax
 
 from configs import base as base_config
-from rnnlab import cells, cli, models, train
+from rnnlab import cli, linear_recurrence, models, train
 
 _QUICK = flags.DEFINE_bool("quick", False, "One small shape and few repeats (for the tests).")
 _OUTPUT = flags.DEFINE_string("output", "experiments/results/benchmark.md",
@@ -49,6 +55,11 @@ _REPEATS = flags.DEFINE_integer("repeats", 15, "Interleaved timing rounds per me
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru", "vanilla"], "Cells to benchmark.")
 _CLASSES = flags.DEFINE_integer("classes", 10, "Readout classes (per-step cross-entropy).")
 _TORCH = flags.DEFINE_bool("torch", True, "Include PyTorch (skipped with a note if absent).")
+_SUITES = flags.DEFINE_list(
+    "suites", ["classic", "parallel"],
+    "classic: --cells against flax and PyTorch at SHAPES (+ seeds); parallel: minGRU, minLSTM "
+    "and LRU with each scan method against LSTM and GRU at PARALLEL_TIMES. A run of only "
+    "'parallel' replaces that section of an existing --output and keeps the rest.")
 _SEEDS = flags.DEFINE_bool("seeds", True, "Time Trainer.train_step with 8 seeds against 1 "
                            "(with --quick only when given explicitly).")
 
@@ -57,6 +68,11 @@ QUICK_SHAPES = [(8, 20, 4, 16)]
 SEEDS_SHAPE = (16, 500, 10, 64)
 QUICK_SEEDS_SHAPE = (4, 30, 10, 8)
 GATES = {"lstm": 4, "gru": 3, "vanilla": 1}
+# The parallel-in-time suite: (batch, input, hidden), the lengths, and timing rounds per length.
+PARALLEL_SHAPE, PARALLEL_TIMES = (64, 10, 128), (100, 1024, 4096)
+QUICK_PARALLEL_SHAPE, QUICK_PARALLEL_TIMES = (8, 4, 16), (20, 64)
+PARALLEL_CELLS = ("mingru", "minlstm", "lru")
+PARALLEL_HEADING = "## Parallel-in-time cells: minGRU, minLSTM and LRU against LSTM and GRU"
 
 
 # What was tried while making rnnlab fast, appended to the report (kept here so the report is
@@ -214,14 +230,15 @@ def make_jax_step(model: nn.Module, xs: jax.Array, ys: jax.Array) -> JaxStep:
   return JaxStep(run_train, run_forward, compile_s)
 
 
-def rnnlab_model(cell: str, hidden: int, classes: int) -> nn.Module:
+def rnnlab_model(cell: str, hidden: int, classes: int, scan_method: str | None = None
+                 ) -> nn.Module:
   """The model `rnnlab.train.build_model` builds for float features and a per-step readout,
-  with the base config's cell options."""
+  with the base config's cell options (and `scan_method` for the parallel-in-time cells)."""
   m = base_config.get_config().model
-  options = tuple(sorted((k, v) for k, v in m.to_dict().items()
-                         if k in cells.accepted_options(cell)))
-  encoder = models.RecurrentEncoder(cell=cell, hidden_size=hidden, cell_options=options)
-  return models.RNNModel(encoder, out_features=classes, readout="per_step")
+  m.update(cell=cell, hidden_size=hidden)
+  if scan_method is not None:
+    m.scan_method = scan_method
+  return models.RNNModel(models.encoder_from_config(m), out_features=classes, readout="per_step")
 
 
 class FlaxModel(nn.Module):
@@ -312,6 +329,73 @@ def bench_one(cell: str, shape: tuple[int, int, int, int], classes: int, repeats
   ms.update({f"{k} forward": v for k, v in interleaved(fwd_fns, repeats).items()})
   frac = recurrent_flops(cell, shape) / (ms["rnnlab train"] * 1e-3) / 1e9 / peak_gflops
   return Row(cell, shape, ms, {"rnnlab": rn.compile_s, "flax": fl.compile_s}, threads, frac)
+
+
+# ----------------------------------------------------------------------------- parallel cells
+
+def bench_parallel(time_steps: int, shape: tuple[int, int, int], classes: int, repeats: int
+                   ) -> dict[tuple[str, str], tuple[float, float]]:
+  """Training-step time of LSTM, GRU and each parallel-in-time cell with each scan method.
+
+  shape: (batch, input, hidden). Returns {(cell, method): (median ms, compile s)}; method is
+  "step" for LSTM/GRU (the fused step-by-step layer).
+  """
+  b, i, h = shape
+  xs = jax.random.normal(jax.random.key(0), (b, time_steps, i), jnp.float32)
+  ys = jax.random.randint(jax.random.key(1), (b, time_steps), 0, classes)
+  variants = [("lstm", "step"), ("gru", "step")] + [
+      (c, m) for c in PARALLEL_CELLS for m in linear_recurrence.METHODS]
+  steps = {v: make_jax_step(rnnlab_model(v[0], h, classes,
+                                         None if v[1] == "step" else v[1]), xs, ys)
+           for v in variants}
+  ms = interleaved({v: step.train for v, step in steps.items()}, repeats, warmup=1)
+  return {v: (ms[v], steps[v].compile_s) for v in variants}
+
+
+def format_parallel(results: dict[int, dict[tuple[str, str], tuple[float, float]]],
+                    shape: tuple[int, int, int]) -> str:
+  """The table (ms per training step, ratio to the LSTM at the same T) and the targets."""
+  b, i, h = shape
+  lines = [f"Training step (forward + backward + Adam, per-step readout), batch {b}, input {i}, "
+           f"hidden {h}; median wall ms; x LSTM = this step / the LSTM step at the same T. "
+           f"Method `step`: the classic cells' fused step-by-step layer; `auto` is "
+           f"`{linear_recurrence.choose_method(1024)}` on this backend "
+           f"({jax.default_backend()}).", "",
+           "| T | cell | method | train ms | x LSTM | compile s |", "|---|---|---|---|---|---|"]
+  for t, res in results.items():
+    lstm = res[("lstm", "step")][0]
+    for (cell, method), (ms, compile_s) in res.items():
+      lines.append(f"| {t} | {cell} | {method} | {ms:.1f} | {ms / lstm:.3f} | {compile_s:.2f} |")
+  lines += ["", "Targets of the issue, on this run:", ""]
+  if 1024 in results:
+    r = results[1024][("mingru", "auto")][0] / results[1024][("lstm", "step")][0]
+    lines.append(f"- minGRU step <= 0.25x the LSTM step at T=1024: {r:.3f}x, "
+                 f"{'met' if r <= 0.25 else 'NOT met'}")
+  worst = max(((res[(c, "auto")][0] / min(res[(c, "sequential")][0], res[(c, "associative")][0]),
+                c, t) for t, res in results.items() for c in PARALLEL_CELLS))
+  lines.append(f"- `auto` never more than 10% slower than the better method: worst "
+               f"{worst[0]:.3f}x ({worst[1]} at T={worst[2]}), "
+               f"{'met' if worst[0] <= 1.10 else 'NOT met'}")
+  return "\n".join(lines)
+
+
+def run_parallel_suite(quick: bool, repeats: int, classes: int) -> str:
+  """Times the parallel suite and returns its report section (heading, provenance, table)."""
+  shape = QUICK_PARALLEL_SHAPE if quick else PARALLEL_SHAPE
+  times = QUICK_PARALLEL_TIMES if quick else PARALLEL_TIMES
+  load_start, started = _load(), datetime.datetime.now().astimezone()
+  results = {}
+  for t in times:
+    # Rounds shrink with T (a T=4096 LSTM step takes seconds); at least 3.
+    results[t] = bench_parallel(t, shape, classes, max(3, repeats * 100 // t))
+    print(f"parallel T={t}: " + ", ".join(f"{c}/{m} {v[0]:.1f} ms"
+                                          for (c, m), v in results[t].items()), flush=True)
+  return "\n".join([
+      PARALLEL_HEADING, "",
+      f"- command: `python -m experiments.benchmark {' '.join(sys.argv[1:])}`".rstrip(),
+      f"- date: {started.isoformat(timespec='seconds')}; load average at start {load_start}, "
+      f"at end {_load()}",
+      "", format_parallel(results, shape), ""])
 
 
 def _pick_torch_threads(torch, step: Callable[[], None]) -> int:
@@ -469,6 +553,18 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   quick = _QUICK.value
   repeats = 3 if quick else _REPEATS.value
+  # --quick runs the classic suite only, unless --suites is given.
+  suites = _SUITES.value if not quick or flags.FLAGS["suites"].present else ["classic"]
+  for suite in suites:
+    if suite not in ("classic", "parallel"):
+      raise app.UsageError(f"--suites: {suite!r} is not one of: classic, parallel")
+  parallel = run_parallel_suite(quick, repeats, _CLASSES.value) if "parallel" in suites else None
+  if parallel is not None:
+    print(parallel)
+  if "classic" not in suites:
+    if _OUTPUT.value:
+      _replace_parallel_section(_OUTPUT.value, parallel)
+    return
   shapes = QUICK_SHAPES if quick else SHAPES
   # --quick keeps the test under a minute on a loaded 2-core machine: one cell unless named.
   cell_names = (["lstm"] if quick and not flags.FLAGS["cells"].present else _CELLS.value)
@@ -504,6 +600,18 @@ def main(argv: list[str]) -> None:
     print(torch_note)
   if _OUTPUT.value:
     _write_report(_OUTPUT.value, parts, torch, torch_note, peak, load_start, load_end, started)
+    if parallel is not None:
+      _replace_parallel_section(_OUTPUT.value, parallel)
+
+
+def _replace_parallel_section(path: str, section: str) -> None:
+  """Puts `section` at the end of the report at `path` in place of its previous version."""
+  text = open(path).read() if os.path.exists(path) else "# rnnlab benchmark\n"
+  text = text.split(PARALLEL_HEADING)[0].rstrip("\n") + "\n\n" + section
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
+  print(f"wrote {path}")
 
 
 def _write_report(path: str, parts: list[str], torch, torch_note: str, peak: float,

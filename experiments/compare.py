@@ -1,5 +1,8 @@
 r"""The comparison study: vanilla/LSTM/GRU x uni/bidirectional x copy/adding x lengths.
 
+Also the long-delay study (configs/horizon.py: chrono and IRNN beside the classic and the
+parallel-in-time cells at copy T up to 1000, adding T up to 1000), which writes horizon.md.
+
   python -m experiments.compare --config=configs/compare.py --workdir=/tmp/compare
   python -m experiments.compare --config=configs/compare.py:quick --workdir=/tmp/cq \
       --results_dir=/tmp/cq/results                           # a tiny grid, under a minute
@@ -61,12 +64,11 @@ def main(argv: list[str]) -> None:
     return
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
-  from configs import compare as compare_config  # the default grid, to name a declared subset
   compare.run(config, _WORKDIR.value, _RESULTS.value, _command(),
               from_workdirs=_FROM_WORKDIRS.value,
-              default_grid=compare_config.get_config().compare.to_dict(),
+              default_grid=compare.default_grid(config),  # to name a declared subset
               num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value)
-  print(os.path.join(_RESULTS.value, compare.REPORT_MD))
+  print(os.path.join(_RESULTS.value, compare.report_files(compare.report_name(config))["md"]))
 
 
 if __name__ == "__main__":

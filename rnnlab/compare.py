@@ -15,7 +15,7 @@ import datetime
 import os
 import platform
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
@@ -24,9 +24,7 @@ from rnnlab.errors import ConfigError
 
 GRID_AXES = ("task.name", "task.length", "model.cell", "model.bidirectional")
 DIRECTIONS = {"uni": False, "bi": True}
-REPORT_MD, REPORT_CSV = "compare.md", "compare.csv"
-CURVES_PNG = "compare_{task}_curves.png"
-HORIZON_PNG = "compare_horizon.png"
+INITS = ("standard", "chrono")
 COLUMNS = ["task", "length", "cell", "direction", *sweep.TABLE_COLUMNS, "metric_at_half",
            "workdir"]
 
@@ -54,19 +52,63 @@ def _lengths(config: ml_collections.ConfigDict, task: str) -> list[int]:
   return out
 
 
+def report_name(config: ml_collections.ConfigDict) -> str:
+  """The study's file stem: "compare" (compare.md, compare.csv, ...) or e.g. "horizon"."""
+  return str(config.compare.get("name", "compare"))
+
+
+def report_files(name: str) -> dict[str, str]:
+  """The report's file names for a study called `name`."""
+  return {"md": f"{name}.md", "csv": f"{name}.csv", "curves": f"{name}_{{task}}_curves.png",
+          "horizon": f"{name}_horizon.png"}
+
+
+def parse_cell(entry: str) -> tuple[str, str]:
+  """"lstm" -> ("lstm", "standard"); "lstm:chrono" -> ("lstm", "chrono")."""
+  name, _, init = entry.partition(":")
+  init = init or "standard"
+  if init not in INITS:
+    raise ConfigError(f"config.compare.cells: {entry!r} has init {init!r}; write CELL or "
+                      f"CELL:INIT with INIT one of: {', '.join(INITS)}")
+  return name, init
+
+
+def cell_label(overrides: dict[str, Any]) -> str:
+  """A point's cell as the report names it: "lstm", or "lstm:chrono" for a non-standard init."""
+  init = overrides.get("model.init", "standard")
+  return overrides["model.cell"] + ("" if init == "standard" else f":{init}")
+
+
 def grid_overrides(config: ml_collections.ConfigDict) -> list[sweep.Overrides]:
-  """The grid's points as config overrides: task, length, cell, direction (slowest first)."""
+  """The grid's points as config overrides: task, length, cell, direction (slowest first).
+
+  A cell written CELL:chrono adds model.init=chrono and model.chrono_t_max = the point's
+  sequence length (Tallec & Ollivier's T_max: the longest dependency to expect). With
+  config.compare.copy_solved_threshold set, copy points get it as task.solved_threshold.
+  """
+  from rnnlab import tasks
+
   directions = _names(config, "directions")
   for d in directions:
     if d not in DIRECTIONS:
       raise ConfigError(f"config.compare.directions: {d!r} is not one of: uni, bi")
+  cell_entries = [parse_cell(c) for c in _names(config, "cells")]
+  copy_threshold = config.compare.get("copy_solved_threshold")
   out = []
   for task in _names(config, "tasks"):
     for length in _lengths(config, task):
-      for cell in _names(config, "cells"):
+      for cell, init in cell_entries:
         for d in directions:
-          out.append((("task.name", task), ("task.length", length), ("model.cell", cell),
-                      ("model.bidirectional", DIRECTIONS[d])))
+          ov: list[tuple[str, Any]] = [("task.name", task), ("task.length", length),
+                                       ("model.cell", cell), ("model.bidirectional", DIRECTIONS[d])]
+          if init != "standard":
+            task_config = ml_collections.ConfigDict(dict(config.task.to_dict(), name=task,
+                                                         length=length))
+            ov += [("model.init", init),
+                   ("model.chrono_t_max", float(tasks.get(task_config).max_time))]
+          if task == "copy" and copy_threshold is not None:
+            ov.append(("task.solved_threshold", float(copy_threshold)))
+          out.append(tuple(ov))
   return out
 
 
@@ -77,6 +119,13 @@ def point_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   if "compare" in out:
     del out["compare"]
   return out
+
+
+def default_grid(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The full grid of the study's config file (configs/<name>.py), to name a declared subset."""
+  import importlib
+  module = importlib.import_module(f"configs.{report_name(config)}")
+  return module.get_config().compare.to_dict()
 
 
 def make_points(config: ml_collections.ConfigDict, workdir: str) -> list[sweep.Point]:
@@ -131,13 +180,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     sweep.write_manifest(workdir, points, list(GRID_AXES), manifest)
     sweep.run_points(mine)
   rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
-  write_report(rows, manifest, results_dir, workdir, command, from_workdirs)
+  write_report(rows, manifest, results_dir, workdir, command, from_workdirs,
+               name=report_name(config), title=str(config.compare.get("title", TITLE)))
   return rows
 
 
 def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
+  from rnnlab import train  # local: keeps the report code free of model imports
+
   for section in ("train", "model"):
-    before, now = previous.get(section, {}), current[section]
+    # Keys added to rnnlab after the study started count as their defaults.
+    before = train.with_base_defaults({section: previous.get(section, {})})[section]
+    now = current[section]
     for key in sorted(set(before) | set(now)):
       if before.get(key) != now.get(key):
         raise ConfigError(
@@ -146,7 +200,8 @@ def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir
             "new --workdir for a different study.")
 
 
-_CELL_ORDER = {"vanilla": 0, "lstm": 1, "gru": 2}
+_CELL_ORDER = {c: i for i, c in enumerate(
+    ("vanilla", "irnn", "lstm", "lstm:chrono", "gru", "gru:chrono", "mingru", "minlstm", "lru"))}
 
 
 def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -171,7 +226,7 @@ def _now() -> str:
 def _row(point: sweep.Point, row: dict[str, Any]) -> dict[str, Any]:
   ov = dict(point.overrides)
   row = dict(row)
-  row.update(task=ov["task.name"], length=ov["task.length"], cell=ov["model.cell"],
+  row.update(task=ov["task.name"], length=ov["task.length"], cell=cell_label(ov),
              direction="bi" if ov["model.bidirectional"] else "uni", workdir=point.workdir,
              metric_at_half=_metric_at_half(point.workdir, row))
   return row
@@ -199,22 +254,29 @@ def machine_description() -> str:
           f"{jax.default_backend()}")
 
 
+TITLE = "Comparison study: vanilla RNN, LSTM and GRU on the copy and adding tasks"
+
+
 def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], results_dir: str,
-                 workdir: str, command: str, from_workdirs: bool) -> None:
-  """compare.csv (the data), the PNG plots (from the saved data) and compare.md."""
+                 workdir: str, command: str, from_workdirs: bool, name: str = "compare",
+                 title: str = TITLE) -> None:
+  """NAME.csv (the data), the PNG plots (from the saved data) and NAME.md."""
+  files = report_files(name)
   os.makedirs(results_dir, exist_ok=True)
-  csv_path = os.path.join(results_dir, REPORT_CSV)
+  csv_path = os.path.join(results_dir, files["csv"])
   report.write_text(csv_path, report.csv_text(rows, COLUMNS))
   images = []
   for task in dict.fromkeys(r["task"] for r in rows):
-    out = os.path.join(results_dir, CURVES_PNG.format(task=task))
+    out = os.path.join(results_dir, files["curves"].format(task=task))
     if plots.compare_learning_curves([r for r in rows if r["task"] == task], out):
       images.append((f"Learning curves, {task} (mean over seeds; band: min-max)", out))
-  out = os.path.join(results_dir, HORIZON_PNG)
+  out = os.path.join(results_dir, files["horizon"])
   if plots.memory_horizon(csv_path, out):
     images.append(("Final metric vs sequence length (the memory horizon)", out))
-  report.write_text(os.path.join(results_dir, REPORT_MD),
-                    report_markdown(rows, manifest, workdir, command, from_workdirs, images))
+  report.write_text(os.path.join(results_dir, files["md"]),
+                    report_markdown(rows, manifest, workdir, command, from_workdirs, images,
+                                    title=title,
+                                    verdicts=VERDICTS.get(name, literature_verdicts)))
 
 
 def _grid_text(grid: dict[str, Any]) -> str:
@@ -240,11 +302,12 @@ def _rows_grid_text(rows: Sequence[dict[str, Any]]) -> str:
 def _missing_from_default(rows: Sequence[dict[str, Any]], default_grid: dict[str, Any]
                           ) -> list[tuple[Any, ...]]:
   default = ml_collections.ConfigDict({"compare": default_grid})
+  default.task = ml_collections.ConfigDict({"min_length": 0, "solved_threshold": None})
   ran = {(r["task"], r["length"], r["cell"], r["direction"]) for r in rows}
   out = []
   for ov in grid_overrides(default):
     o = dict(ov)
-    key = (o["task.name"], o["task.length"], o["model.cell"],
+    key = (o["task.name"], o["task.length"], cell_label(o),
            "bi" if o["model.bidirectional"] else "uni")
     if key not in ran:
       out.append(key)
@@ -260,11 +323,14 @@ def _points_text(points: Sequence[tuple[Any, ...]]) -> str:
 
 def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], workdir: str,
                     command: str, from_workdirs: bool,
-                    images: Sequence[tuple[str, str]] = ()) -> str:
-  """The text of compare.md: header, one table per task, measured vs literature, plots."""
+                    images: Sequence[tuple[str, str]] = (), title: str = TITLE,
+                    verdicts: Callable[[Sequence[dict[str, Any]]], list[str]] | None = None
+                    ) -> str:
+  """The text of the report: header, one table per task, measured vs literature, plots."""
+  verdicts = verdicts or literature_verdicts
   t, m = manifest["train"], manifest["model"]
   done = sum(r.get("status") == "finished" for r in rows)
-  lines = ["# Comparison study: vanilla RNN, LSTM and GRU on the copy and adding tasks", ""]
+  lines = [f"# {title}", ""]
   commands = manifest.get("commands", [])
   lines.append("- Training command" + ("s (run one after the other into the same workdirs)"
                                        if len(commands) > 1 else "") + ": "
@@ -298,7 +364,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
   for task in dict.fromkeys(r["task"] for r in rows):
     lines += _task_section(task, [r for r in rows if r["task"] == task])
   lines += ["## Measured vs the literature", ""]
-  lines += [f"- {s}" for s in literature_verdicts(rows)]
+  lines += [f"- {s}" for s in verdicts(rows)]
   lines.append("")
   if images:
     lines += ["## Plots", ""]
@@ -317,20 +383,42 @@ _TASK_TEXT = {
 }
 
 
+# Published numbers for the same tasks (the copy baseline 10 ln 8 / (T + 20) and the adding
+# problem as here), shown beside the measured rows. Bai, Kolter & Koltun 2018, Table 1.
+LITERATURE = {
+    ("copy", 1000, "lstm"): "loss 0.0204 (Bai et al. 2018; = baseline)",
+    ("copy", 1000, "gru"): "loss 0.0197 (Bai et al. 2018)",
+    ("copy", 1000, "vanilla"): "loss 0.0202 (Bai et al. 2018)",
+    ("copy", 200, "lstm"): "at the baseline from T=200 (Arjovsky et al. 2016)",
+    ("copy", 500, "lstm"): "at the baseline from T=200 (Arjovsky et al. 2016)",
+    ("adding", 600, "lstm"): "MSE 0.164 (Bai et al. 2018)",
+    ("adding", 600, "gru"): "MSE 5.3e-5 (Bai et al. 2018)",
+    ("adding", 600, "vanilla"): "MSE 0.177 (Bai et al. 2018)",
+}
+
+
+def _literature(row: dict[str, Any]) -> str:
+  return LITERATURE.get((row["task"], row["length"], row["cell"]), "")
+
+
 def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
   text, metric = _TASK_TEXT.get(task, (f"Task {task}.", "metric"))
   columns = ["cell", "direction", "length", "value", "loss_mean", "baseline", "solved",
              "steps", "wall_time_sec"]
   headers = ["cell", "direction", "T", f"final {metric} (mean ± sd)", "final loss",
              "chance baseline", "steps to solve", "steps run", "wall time (s)"]
+  if any(_literature(r) for r in rows):
+    columns.append("literature")
+    headers.append("literature (same task)")
   table = report.markdown_table(rows, columns, headers, formatters={
       "value": lambda r: (report.mean_sd(r.get("metric_mean"), r.get("metric_sd"))
-                          if r.get("status") != "not run" else "not run"),
+                          if r.get("status") not in ("not run", "diverged") else r["status"]),
       "baseline": lambda r: ("-" if r.get("baseline") is None
                              else f"{report.format_value(r['baseline'], 3)} ({r['baseline_of']})"),
       "solved": sweep.steps_to_solve_text,
       "wall_time_sec": lambda r: ("-" if r.get("wall_time_sec") is None
                                   else f"{r['wall_time_sec']:.0f}"),
+      "literature": lambda r: _literature(r) or "-",
   })
   return [f"## {task}", "", text, "", table]
 
@@ -424,6 +512,88 @@ def literature_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
   if not out:
     out.append("No finished points yet: nothing to compare.")
   return out
+
+
+def _beats_baseline(row: dict[str, Any]) -> bool:
+  """Clearly below the chance baseline: loss under 90% of it (copy) / MSE under half (adding)."""
+  if row.get("loss_mean") is None or not row.get("baseline"):
+    return False
+  return row["loss_mean"] < (0.9 if row["task"] == "copy" else 0.5) * row["baseline"]
+
+
+def _solved(row: dict[str, Any]) -> bool:
+  return bool(row.get("num_seeds")) and row.get("solved_seeds") == row.get("num_seeds")
+
+
+def _value_text(row: dict[str, Any]) -> str:
+  name = "accuracy" if row["task"] == "copy" else "MSE"
+  return (f"{row['cell']} T={row['length']}: {name} {row['metric_mean']:.3g}, loss "
+          f"{row['loss_mean']:.3g} vs baseline {row['baseline']:.3g}"
+          + (f", {sweep.steps_to_solve_text(row)}" if _solved(row) else ""))
+
+
+def horizon_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
+  """The long-delay study read against the literature, one sentence each."""
+  out = []
+  done = [r for r in rows if r.get("metric_mean") is not None and r.get("loss_mean") is not None]
+  for task in dict.fromkeys(r["task"] for r in done):
+    here = [r for r in done if r["task"] == task]
+    for length in sorted({r["length"] for r in here}):
+      at = [r for r in here if r["length"] == length]
+      solved = [r["cell"] for r in at if _solved(r)]
+      below = [r["cell"] for r in at if _beats_baseline(r) and not _solved(r)]
+      at_base = [r["cell"] for r in at if not _beats_baseline(r) and not _solved(r)]
+      out.append(f"{task} T={length}: solved by {', '.join(solved) or 'none'}; clearly below "
+                 f"the chance baseline but not solved: {', '.join(below) or 'none'}; at the "
+                 f"baseline: {', '.join(at_base) or 'none'}.")
+  diverged = [r for r in rows if r.get("status") == "diverged"]
+  if diverged:
+    out.append("Diverged (loss became NaN/inf, training stopped; recorded, not retried): "
+               + "; ".join(f"{r['cell']} {r['task']} T={r['length']} at step {r['diverged_at']}"
+                           for r in diverged) + ".")
+  for (task, length, cell), text in LITERATURE.items():
+    mine = [r for r in done if (r["task"], r["length"], r["cell"]) == (task, length, cell)]
+    if mine:
+      r = mine[0]
+      beat = _solved(r) or _beats_baseline(r)
+      out.append(f"Literature {cell} on {task} T={length}: {text}. Measured: {_value_text(r)}: "
+                 + ("**beats the chance baseline**" if beat else "**at the chance baseline**")
+                 + ".")
+  pairs = []
+  for r in done:
+    if r["cell"].endswith(":chrono"):
+      std = [q for q in done if (q["task"], q["length"], q["direction"]) ==
+             (r["task"], r["length"], r["direction"]) and q["cell"] == r["cell"].split(":")[0]]
+      if std:
+        pairs.append((std[0], r))
+  if pairs:
+    better = sum(c["loss_mean"] < s["loss_mean"] for s, c in pairs)
+    desc = "; ".join(f"{s['cell']} {s['task']} T={s['length']}: loss {s['loss_mean']:.3g} -> "
+                     f"{c['loss_mean']:.3g}" for s, c in pairs)
+    out.append(f"Chrono vs standard initialisation (same cell, task and T; {desc}): chrono has "
+               f"the lower final loss in {better} of {len(pairs)} pairs.")
+  cells = list(dict.fromkeys(r["cell"] for r in done))
+  if cells:
+    parts = []
+    for cell in cells:
+      mine = [r for r in done if r["cell"] == cell]
+      longest = {t: max((r["length"] for r in mine if r["task"] == t and _solved(r)), default=None)
+                 for t in dict.fromkeys(r["task"] for r in mine)}
+      wall = sum(r.get("wall_time_sec") or 0.0 for r in mine)
+      ms_per_step = [1000 * r["wall_time_sec"] / (r["steps"] * r["length"])
+                     for r in mine if r.get("wall_time_sec") and r.get("steps")]
+      solved_text = ", ".join(f"{t} T={v}" if v else f"{t} none" for t, v in longest.items())
+      parts.append(f"{cell}: longest solved {solved_text}; {wall:.0f} s of wall time in all"
+                   + (f", {min(ms_per_step):.2f} ms of wall time per training step per time step (compilation and evaluation included)"
+                      if ms_per_step else ""))
+    out.append("Memory per unit of wall time, per cell (longest T solved; cost): "
+               + "; ".join(parts) + ".")
+  if not out:
+    out.append("No finished points yet: nothing to compare.")
+  return out
+
+
+VERDICTS = {"compare": literature_verdicts, "horizon": horizon_verdicts}
 
 
 # ----------------------------------------------------------------------------- seeds speed-up

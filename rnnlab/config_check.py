@@ -67,9 +67,14 @@ def validate(config: Any) -> None:
   for key, allowed in (("model.activation", ["tanh", "relu"]),
                        ("model.input_init", ["glorot", "lecun"]),
                        ("model.recurrent_init", ["orthogonal", "identity", "glorot"]),
-                       ("model.init", ["standard", "chrono"])):
+                       ("model.init", ["standard", "chrono"]),
+                       ("model.norm", ["none", "layer", "rms"]),
+                       ("model.scan_method", ["sequential", "associative", "auto"])):
     if _has(config, key):
       _one_of(config, key, allowed)
+  if _has(config, "model.residual") and not isinstance(_lookup(config, "model.residual"), bool):
+    raise ConfigError(f"config.model.residual must be true or false, got "
+                      f"{_lookup(config, 'model.residual')!r}")
   model = config.model
   try:
     from rnnlab import models  # local: models imports flax, keep this module light

@@ -15,3 +15,7 @@ class CheckpointError(RnnlabError):
 
 class NonFiniteError(RnnlabError):
   """The loss or gradients became NaN/inf; the message names the step and the last good checkpoint."""
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step

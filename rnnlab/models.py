@@ -6,7 +6,9 @@ No recurrent math lives here: a Module creates parameter dicts with `cell.init` 
 
 Parameter tree of `RecurrentEncoder`: `layer{k}_fwd` (and `layer{k}_bwd` when bidirectional), each a
 cell params dict (see `rnnlab.cells`). A bidirectional encoder has exactly twice the parameters of
-a unidirectional one.
+a unidirectional one. The deep form (`residual=True` and/or `norm`) adds `input_proj` (a Dense
+to the model width D = directions * H, with `residual`), `norm{k}` before each layer and
+`norm_out` after the last (with `residual` and a `norm`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,29 @@ def make_cell(name: str, options: dict[str, Any] | Sequence[tuple[str, Any]] = (
   return cells.get(name, **{k: v for k, v in options.items() if k in accepted})
 
 
+NORMS = ("none", "layer", "rms")
+
+
+def _norm(kind: str, name: str) -> nn.Module:
+  if kind == "layer":
+    return nn.LayerNorm(name=name)
+  if kind == "rms":
+    return nn.RMSNorm(name=name)
+  raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
 class RecurrentEncoder(nn.Module):
   """Stacked, optionally bidirectional recurrent layers over a batch.
+
+  The plain stack feeds each layer's outputs to the next. The deep form the parallel-in-time
+  papers use (Feng et al. 2024, Orvieto et al. 2023) is a pre-norm residual stack:
+
+    x_0 = input_proj(inputs)                   (residual only: a Dense to D = directions * H)
+    x_{k+1} = x_k + dropout(layer_k(norm_k(x_k)))   (residual; without it: layer_k(norm_k(x_k)))
+    outputs = norm_out(x_L)                     (residual with a norm)
+
+  where norm is LayerNorm ("layer"), RMSNorm ("rms") or the identity ("none"). Padded steps stay
+  exactly zero in every form, and the recurrence never reads them.
 
   Attributes:
     cell: registry name of the cell.
@@ -46,6 +69,9 @@ class RecurrentEncoder(nn.Module):
     fused: run each layer over the whole batch with `rnnlab.fused.layer` (same results as the
       per-example `jax.vmap(recurrent.stack)`, faster (experiments/results/benchmark.md);
       cells it does not cover fall back to `recurrent`). False: the vmapped reference path.
+    residual: the residual stack above (inputs projected to the model width first).
+    norm: "none", "layer" or "rms": a normalisation before every layer (and after the last,
+      with `residual`).
   """
 
   cell: str = "lstm"
@@ -55,6 +81,8 @@ class RecurrentEncoder(nn.Module):
   dropout_rate: float = 0.0
   cell_options: tuple[tuple[str, Any], ...] = ()
   fused: bool = True
+  residual: bool = False
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, xs: Array, lengths: Array | None = None,
@@ -66,6 +94,11 @@ class RecurrentEncoder(nn.Module):
     """
     cell = make_cell(self.cell, self.cell_options)
     directions = ("fwd", "bwd") if self.bidirectional else ("fwd",)
+    if self.norm not in NORMS:
+      raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+    deep = self.residual or self.norm != "none"
+    if self.residual:
+      xs = nn.Dense(self.hidden_size * len(directions), name="input_proj")(xs)
     stack_params = []
     in_size = xs.shape[-1]
     for k in range(self.num_layers):
@@ -80,6 +113,31 @@ class RecurrentEncoder(nn.Module):
     batch = xs.shape[0]
     keys = (jax.random.split(self.make_rng("dropout"), batch) if rate > 0.0
             else jnp.zeros((batch,), jnp.uint32))
+    if not deep:
+      return self._run_stack(cell, stack_params, xs, lengths, rate, keys)
+
+    valid = (None if lengths is None
+             else (jnp.arange(xs.shape[1])[None, :] < lengths[:, None])[..., None])
+    mask = (lambda x: x) if valid is None else (lambda x: jnp.where(valid, x, 0.0))
+    xs = mask(xs)
+    carries = []
+    for k, layer_params in enumerate(stack_params):
+      h = xs if self.norm == "none" else _norm(self.norm, f"norm{k}")(xs)
+      c, ys = self._run_stack(cell, [layer_params], h, lengths, 0.0, keys)
+      carries += c
+      if rate > 0.0 and k < self.num_layers - 1:  # between layers, as in the plain stack
+        draw = lambda key, k=k: jax.random.bernoulli(jax.random.fold_in(key, k + 1), 1.0 - rate,
+                                                     ys.shape[1:])
+        ys = jnp.where(jax.vmap(draw)(keys), ys / (1.0 - rate), 0.0)
+      xs = mask(xs + ys) if self.residual else ys
+    if self.residual and self.norm != "none":
+      xs = mask(_norm(self.norm, "norm_out")(xs))
+    return carries, xs
+
+  def _run_stack(self, cell: cells.Cell, stack_params: list[Any], xs: Array,
+                 lengths: Array | None, rate: float, keys: Array
+                 ) -> tuple[list[tuple[Any, ...]], Array]:
+    """`stack_params` over the batch: fused, or the vmapped reference `recurrent.stack`."""
     if self.fused:
       return fused.stack(cell, stack_params, xs, lengths, rate, keys if rate > 0.0 else None)
 
@@ -87,6 +145,22 @@ class RecurrentEncoder(nn.Module):
       return recurrent.stack(cell, stack_params, x, n, rate, key if rate > 0.0 else None)
 
     return jax.vmap(run, in_axes=(0, None if lengths is None else 0, 0))(xs, lengths, keys)
+
+
+def cell_options_from_config(model: Any) -> tuple[tuple[str, Any], ...]:
+  """The (key, value) options of `config.model` that its cell's factory accepts, sorted."""
+  accepted = cells.accepted_options(model.cell)
+  return tuple(sorted((k, v) for k, v in model.to_dict().items() if k in accepted))
+
+
+def encoder_from_config(model: Any, bidirectional: bool | None = None) -> RecurrentEncoder:
+  """The RecurrentEncoder that `config.model` describes (cell options filtered per cell)."""
+  options = cell_options_from_config(model)
+  return RecurrentEncoder(
+      cell=model.cell, hidden_size=model.hidden_size, num_layers=model.num_layers,
+      bidirectional=model.bidirectional if bidirectional is None else bidirectional,
+      dropout_rate=model.dropout_rate, cell_options=options,
+      residual=bool(model.get("residual", False)), norm=str(model.get("norm", "none")))
 
 
 def last_real_step(ys: Array, lengths: Array | None, bidirectional: bool) -> Array:

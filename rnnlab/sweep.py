@@ -34,13 +34,14 @@ import ml_collections
 import numpy as np
 
 from rnnlab import config_check, metrics_log, report
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
 
 MANIFEST_FILE = "sweep.json"
 TABLE_MD = "sweep.md"
 TABLE_CSV = "sweep.csv"
 SUMMARY_FILE = "summary.json"    # written by rnnlab.train at the end of a run
 CONFIG_FILE = "config.json"
+DIVERGED_FILE = "diverged.json"  # a point whose loss became non-finite: step and message
 
 Overrides = tuple[tuple[str, Any], ...]
 
@@ -300,8 +301,11 @@ def _read_json(path: str) -> Any:
 
 
 def status(point: Point) -> str:
-  """"finished" (summary.json says the budget was used or every seed solved), "partial" (a run
-  was started: it will resume from its latest checkpoint), or "new"."""
+  """"finished" (summary.json says the budget was used or every seed solved), "diverged" (its
+  loss became non-finite: a result, not retried, since a rerun would repeat it exactly),
+  "partial" (a run was started: it will resume from its latest checkpoint), or "new"."""
+  if os.path.exists(os.path.join(point.workdir, DIVERGED_FILE)):
+    return "diverged"
   summary = _read_json(os.path.join(point.workdir, SUMMARY_FILE))
   t = point.config.get("train")
   if summary is not None and t is not None and (
@@ -313,19 +317,30 @@ def status(point: Point) -> str:
 
 
 def run_point(point: Point) -> dict[str, Any] | None:
-  """Trains one point in its workdir unless finished (resuming a partial one). Returns the run's
-  summary, or None when it was skipped."""
+  """Trains one point in its workdir unless finished or diverged (resuming a partial one).
+
+  A point whose loss becomes non-finite is recorded in its workdir (diverged.json: the step and
+  the message) and the sweep goes on to the next point: divergence is one of the results a
+  sweep measures. Returns the run's summary, or None when it was skipped or diverged.
+  """
   from absl import logging
 
   from rnnlab import train  # local: keeps parsing and merging free of model imports
 
-  if status(point) == "finished":
+  state = status(point)
+  if state in ("finished", "diverged"):
     # Same saved config? (A finished run of another config must not be reported as this one.)
     train.prepare_workdir(point.config, point.workdir, write=False)
-    logging.info("sweep: %s is finished, skipped", point.name)
+    logging.info("sweep: %s is %s, skipped", point.name, state)
     return None
   logging.info("sweep: running %s in %s", point.name, point.workdir)
-  return train.train_and_evaluate(point.config, point.workdir)
+  try:
+    return train.train_and_evaluate(point.config, point.workdir)
+  except NonFiniteError as e:
+    logging.warning("sweep: %s diverged: %s", point.name, e)
+    report.write_text(os.path.join(point.workdir, DIVERGED_FILE),
+                      json.dumps({"step": e.step, "message": str(e)}, indent=2) + "\n")
+    return None
 
 
 def run_points(points: Sequence[Point],
@@ -385,6 +400,10 @@ def point_row(point: Point) -> dict[str, Any]:
   """One table row from a point's workdir files (summary.json, config.json, metrics.jsonl)."""
   row: dict[str, Any] = {"name": point.name}
   row.update({k: v for k, v in point.overrides})
+  diverged = _read_json(os.path.join(point.workdir, DIVERGED_FILE))
+  if diverged is not None:
+    row.update(status="diverged", steps=diverged.get("step"), diverged_at=diverged.get("step"))
+    return row
   summary = _read_json(os.path.join(point.workdir, SUMMARY_FILE))
   if summary is None:
     rows = metrics_log.read(point.workdir)
@@ -424,6 +443,8 @@ def collect(points: Sequence[Point]) -> list[dict[str, Any]]:
 
 def steps_to_solve_text(row: dict[str, Any]) -> str:
   """"1250 (3/3)" (mean over the solved seeds), "not solved", or "-" for a run not finished."""
+  if row.get("status") == "diverged":
+    return f"diverged at step {row.get('diverged_at')}"
   if row.get("solved_seeds") is None:
     return "-"
   if row["solved_seeds"] == 0:

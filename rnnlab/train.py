@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from rnnlab import cells, checkpoint, config_check, metrics_log, models, parallel, tasks
+from rnnlab import checkpoint, config_check, metrics_log, models, parallel, tasks
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
 
 Array = jax.Array
@@ -55,11 +55,7 @@ def build_model(config: ml_collections.ConfigDict, task: tasks.Task) -> Any:
   if hasattr(task, "build_model"):
     return task.build_model(config)
   m = config.model
-  cell_options = tuple(sorted((k, v) for k, v in m.to_dict().items()
-                              if k in cells.accepted_options(m.cell)))
-  encoder = models.RecurrentEncoder(
-      cell=m.cell, hidden_size=m.hidden_size, num_layers=m.num_layers,
-      bidirectional=m.bidirectional, dropout_rate=m.dropout_rate, cell_options=cell_options)
+  encoder = models.encoder_from_config(m)
   spec = task.model_spec
   return models.RNNModel(encoder, out_features=spec.out_features, readout=spec.readout,
                          vocab_size=spec.vocab_size, embed_size=m.get("embed_size", 16))
@@ -195,8 +191,24 @@ _RESUMABLE_KEYS = {"num_steps", "log_every", "eval_every", "checkpoint_every",
                    "keep_checkpoints", "stop_when_solved", "on_nonfinite"}
 
 
-def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+def with_base_defaults(config_dict: dict[str, Any]) -> dict[str, Any]:
+  """`config_dict` with every key of configs/base.py it lacks filled in with its default.
+
+  A run saved before a key existed (e.g. model.residual) ran with that key's default behaviour,
+  so it still matches a config that leaves the key at its default.
+  """
+  from configs import base  # configs/base.py is where every default lives
+
   out = json.loads(json.dumps(config_dict))
+  for section, defaults in base.get_config().to_dict().items():
+    if isinstance(defaults, dict) and isinstance(out.get(section), dict):
+      for key, value in defaults.items():
+        out[section].setdefault(key, value)
+  return out
+
+
+def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+  out = with_base_defaults(config_dict)
   for key in _RESUMABLE_KEYS:
     out.get("train", {}).pop(key, None)
   return out
@@ -388,4 +400,4 @@ def _check_finite(state: TrainState, ckpt: checkpoint.Checkpointer, mode: str) -
     raise NonFiniteError(
         f"the loss or gradients became non-finite (NaN/inf) at step {first}; training stopped "
         f"and nothing non-finite was saved: {where}. Lower config.train.learning_rate, keep "
-        "config.train.grad_clip > 0, or set config.train.on_nonfinite=skip.")
+        "config.train.grad_clip > 0, or set config.train.on_nonfinite=skip.", step=first)

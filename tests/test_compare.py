@@ -5,7 +5,7 @@ import os
 import pytest
 
 from configs import compare as compare_config
-from rnnlab import compare, report
+from rnnlab import compare, report, train
 from rnnlab.errors import ConfigError
 from tests.conftest import run_entry
 
@@ -129,3 +129,75 @@ def test_entry_point_bad_grid_is_one_line(tmp_path):
   assert result.returncode == 1
   assert "error: config.compare.directions: 'sideways'" in result.stderr
   assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "c")
+
+
+# ----------------------------------------------------------------------------- long-delay study
+
+def test_cell_variants_in_the_grid():
+  from configs import horizon
+  config = horizon.get_config()
+  overrides = [dict(ov) for ov in compare.grid_overrides(config)]
+  assert len(overrides) == 9 * (3 + 4)
+  chrono = [o for o in overrides if o.get("model.init") == "chrono"]
+  assert {o["model.cell"] for o in chrono} == {"lstm", "gru"}
+  # T_max is the point's sequence length: copy T + 20, adding T.
+  assert {(o["task.name"], o["task.length"], o["model.chrono_t_max"]) for o in chrono
+          if o["model.cell"] == "lstm"} == {
+              ("copy", 200, 220.0), ("copy", 500, 520.0), ("copy", 1000, 1020.0),
+              ("adding", 400, 400.0), ("adding", 600, 600.0), ("adding", 750, 750.0),
+              ("adding", 1000, 1000.0)}
+  assert all(o["task.solved_threshold"] == 1.0 for o in overrides if o["task.name"] == "copy")
+  assert all("task.solved_threshold" not in o for o in overrides if o["task.name"] == "adding")
+  assert compare.cell_label(chrono[0]) == "lstm:chrono"
+  assert compare.cell_label({"model.cell": "gru"}) == "gru"
+  assert compare.report_name(config) == "horizon"
+  assert compare.default_grid(config)["cells"] == config.compare.cells
+  # The comparison study's points keep their names (no init keys without a variant).
+  assert all("model.init" not in dict(ov)
+             for ov in compare.grid_overrides(compare_config.get_config()))
+
+
+def test_bad_cell_variant_is_a_config_error(tmp_path):
+  config = compare_config.get_config("quick")
+  config.compare.cells = "lstm:warm"
+  with pytest.raises(ConfigError, match="'lstm:warm' has init 'warm'"):
+    compare.make_points(config, str(tmp_path))
+
+
+def test_horizon_study_writes_its_own_report(tmp_path):
+  """A tiny study named "horizon": horizon.* files, a chrono point that trained with its T_max,
+  the copy threshold applied, and the long-delay verdicts."""
+  config = compare_config.get_config("quick")
+  config.compare.name = "horizon"
+  config.compare.title = "Long-delay study TEST"
+  config.compare.cells = "gru:chrono"
+  config.compare.tasks = "copy"
+  config.compare.copy_solved_threshold = 1.0
+  results = str(tmp_path / "results")
+  rows = compare.run(config, str(tmp_path / "runs"), results, "TEST")
+  assert sorted(os.listdir(results)) == ["horizon.csv", "horizon.md", "horizon_copy_curves.png",
+                                         "horizon_horizon.png"]
+  assert [(r["cell"], r["length"], r["status"]) for r in rows] == [("gru:chrono", 5, "finished")]
+  saved = train.load_config(rows[0]["workdir"])
+  assert saved.model.init == "chrono" and saved.model.chrono_t_max == 25.0
+  assert saved.task.solved_threshold == 1.0
+  md = open(os.path.join(results, "horizon.md")).read()
+  assert md.startswith("# Long-delay study TEST") and "copy T=5: solved by" in md
+
+
+def test_horizon_verdicts_and_literature_column():
+  rows = [_row("copy", 1000, "lstm", "uni", 0.125, loss=0.0204, baseline=0.0204),
+          _row("copy", 1000, "lstm:chrono", "uni", 0.6, loss=0.011, baseline=0.0204),
+          _row("adding", 600, "gru", "uni", 0.004, solved=3),
+          dict(task="adding", length=600, cell="irnn", direction="uni", status="diverged",
+               diverged_at=122, steps=122)]
+  text = "\n".join(compare.horizon_verdicts(rows))
+  assert "copy T=1000: solved by none; clearly below the chance baseline but not solved: " \
+         "lstm:chrono; at the baseline: lstm." in text
+  assert "Literature lstm on copy T=1000: loss 0.0204" in text
+  assert "**at the chance baseline**" in text and "**beats the chance baseline**" in text
+  assert "chrono has the lower final loss in 1 of 1 pairs" in text
+  assert "irnn adding T=600 at step 122" in text
+  md = "\n".join(compare._task_section("adding", rows[2:]))
+  assert "literature (same task)" in md and "MSE 5.3e-5 (Bai et al. 2018)" in md
+  assert "| diverged |" in md and "diverged at step 122" in md

@@ -200,3 +200,24 @@ def test_entry_point_get_sweep_bad_value_before_training(tmp_path):
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "sweep point 'cell=nope'" in result.stderr
   assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+  """A point whose loss becomes NaN/inf is a result: recorded in diverged.json, reported with
+  its step, skipped on a rerun, and the other points still train."""
+  config = _config()
+  config.model.cell = "irnn"  # relu with identity recurrence: a huge step makes it overflow
+  config.train.grad_clip = 0.0
+  overrides = sweep.product(sweep.parse_spec("train.learning_rate=1e9,1e-3", config))
+  rows = sweep.run_sweep(config, overrides, str(tmp_path))
+  by_lr = {r["train.learning_rate"]: r for r in rows}
+  bad, good = by_lr[1e9], by_lr[1e-3]
+  assert bad["status"] == "diverged" and bad["diverged_at"] >= 0
+  assert sweep.steps_to_solve_text(bad) == f"diverged at step {bad['diverged_at']}"
+  with open(os.path.join(str(tmp_path), bad["name"], sweep.DIVERGED_FILE)) as f:
+    assert "non-finite" in json.load(f)["message"]
+  assert good["status"] == "finished" and good["steps"] == 10
+  ran = []
+  sweep.run_sweep(config, overrides, str(tmp_path), run=lambda p: ran.append(sweep.status(p)))
+  assert ran == ["diverged", "finished"]
+  assert "diverged at step" in open(tmp_path / "sweep.md").read()

@@ -183,3 +183,21 @@ def test_evaluate_entry_point_on_empty_workdir(tmp_path):
   result = run_entry("experiments.evaluate", f"--workdir={tmp_path}")
   assert result.returncode == 1
   assert "holds no rnnlab run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_saved_before_a_key_existed_still_resumes(tmp_path):
+  """config.json written before model.residual/model.norm existed matches a config that leaves
+  them at their defaults, and not one that changes them."""
+  config = tiny_config("adding", "gru")
+  workdir = str(tmp_path / "run")
+  train.prepare_workdir(config, workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["model"]["residual"], saved["model"]["norm"]
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  train.prepare_workdir(config, workdir, write=False)
+  config.model.residual = True
+  with pytest.raises(ConfigError, match="config.model.residual: saved False, now True"):
+    train.prepare_workdir(config, workdir, write=False)

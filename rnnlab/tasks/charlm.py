@@ -233,16 +233,12 @@ class CharLMTask:
 
   def build_model(self, config: Any) -> Any:
     """The default RNNModel (embedding -> stacked RNN -> per-step readout), unidirectional only."""
-    from rnnlab import cells, models  # local: keeps the task registry free of flax
+    from rnnlab import models  # local: keeps the task registry free of flax
     m = config.model
     if m.bidirectional:
       raise ConfigError("config.model.bidirectional=True is not allowed for task charlm: a "
                         "language model must not read the characters it predicts")
-    accepted = cells.accepted_options(m.cell)
-    options = tuple(sorted((k, v) for k, v in m.to_dict().items() if k in accepted))
-    encoder = models.RecurrentEncoder(cell=m.cell, hidden_size=m.hidden_size,
-                                      num_layers=m.num_layers, bidirectional=False,
-                                      dropout_rate=m.dropout_rate, cell_options=options)
+    encoder = models.encoder_from_config(m, bidirectional=False)
     return models.RNNModel(encoder, out_features=self.vocab.size, readout="per_step",
                            vocab_size=self.vocab.size, embed_size=m.embed_size)
 

@@ -204,14 +204,17 @@ class TranslationTask:
 
   def build_model(self, config: Any) -> Any:
     """`rnnlab.seq2seq.Seq2Seq` from config.model (attention: model.attention)."""
-    from rnnlab import cells, seq2seq  # local: keeps the task registry free of flax
+    from rnnlab import models, seq2seq  # local: keeps the task registry free of flax
     m = config.model
     attention = m.get("attention", "none")
     if attention not in seq2seq.ATTENTION_KINDS:
       raise ConfigError(f"config.model.attention={attention!r} is not allowed; choose one of: "
                         f"{', '.join(seq2seq.ATTENTION_KINDS)}")
-    accepted = cells.accepted_options(m.cell)
-    options = tuple(sorted((k, v) for k, v in m.to_dict().items() if k in accepted))
+    if m.get("residual", False) or m.get("norm", "none") != "none":
+      raise ConfigError("config.model.residual and config.model.norm are not offered for task "
+                        "translation (its decoder is a plain stack); set residual=False, "
+                        "norm=none")
+    options = models.cell_options_from_config(m)
     return seq2seq.Seq2Seq(
         src_vocab=len(SOURCE_VOCAB), tgt_vocab=len(TARGET_VOCAB),
         max_target_len=self.target_time, cell=m.cell, hidden_size=m.hidden_size,
