@@ -25,7 +25,7 @@ from rnnlab.errors import ConfigError
 GRID_AXES = ("task.name", "task.length", "model.cell", "model.bidirectional")
 DIRECTIONS = {"uni": False, "bi": True}
 INITS = ("standard", "chrono")
-COLUMNS = ["task", "length", "cell", "direction", *sweep.TABLE_COLUMNS, "metric_at_half",
+COLUMNS = ["task", "length", "cell", "direction", *sweep.TABLE_COLUMNS, "metric_at_half", "threshold",
            "workdir"]
 
 
@@ -226,10 +226,22 @@ def _now() -> str:
 def _row(point: sweep.Point, row: dict[str, Any]) -> dict[str, Any]:
   ov = dict(point.overrides)
   row = dict(row)
-  row.update(task=ov["task.name"], length=ov["task.length"], cell=cell_label(ov),
+  row.update(threshold=_threshold(point), task=ov["task.name"], length=ov["task.length"],
+             cell=cell_label(ov),
              direction="bi" if ov["model.bidirectional"] else "uni", workdir=point.workdir,
              metric_at_half=_metric_at_half(point.workdir, row))
   return row
+
+
+def _threshold(point: sweep.Point) -> float | None:
+  """The solved threshold the point's run used (None for a point not started)."""
+  from rnnlab import tasks
+  if "task" not in point.config:
+    return None
+  try:
+    return float(tasks.get(point.config.task).solved_threshold)
+  except (ValueError, KeyError, AttributeError):
+    return None
 
 
 def _metric_at_half(workdir: str, row: dict[str, Any]) -> float | None:
@@ -276,7 +288,8 @@ def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], resul
   report.write_text(os.path.join(results_dir, files["md"]),
                     report_markdown(rows, manifest, workdir, command, from_workdirs, images,
                                     title=title,
-                                    verdicts=VERDICTS.get(name, literature_verdicts)))
+                                    verdicts=VERDICTS.get(name, literature_verdicts),
+                                    csv_name=files["csv"]))
 
 
 def _grid_text(grid: dict[str, Any]) -> str:
@@ -324,8 +337,8 @@ def _points_text(points: Sequence[tuple[Any, ...]]) -> str:
 def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], workdir: str,
                     command: str, from_workdirs: bool,
                     images: Sequence[tuple[str, str]] = (), title: str = TITLE,
-                    verdicts: Callable[[Sequence[dict[str, Any]]], list[str]] | None = None
-                    ) -> str:
+                    verdicts: Callable[[Sequence[dict[str, Any]]], list[str]] | None = None,
+                    csv_name: str = "compare.csv") -> str:
   """The text of the report: header, one table per task, measured vs literature, plots."""
   verdicts = verdicts or literature_verdicts
   t, m = manifest["train"], manifest["model"]
@@ -359,7 +372,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
       lines.append(f"- **A declared subset of the default grid** ({_grid_text(default)}, "
                    f"{len(missing) + len(rows)} points): {len(missing)} points not run "
                    f"({_points_text(missing)})")
-  lines.append(f"- Workdirs: `{workdir}` (one per point; `compare.csv` has every number)")
+  lines.append(f"- Workdirs: `{workdir}` (one per point; `{csv_name}` has every number)")
   lines.append("")
   for task in dict.fromkeys(r["task"] for r in rows):
     lines += _task_section(task, [r for r in rows if r["task"] == task])
@@ -376,10 +389,11 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
 _TASK_TEXT = {
     "copy": ("Copy task (Arjovsky et al. 2016): recall accuracy on the 10 symbols after a delay "
              "T; the chance baseline is the loss 10 ln(8)/(T+20) of always predicting blank and "
-             "then guessing (accuracy 1/8); solved at recall accuracy >= 0.99.",
+             "then guessing (accuracy 1/8); solved at recall accuracy >= {threshold}.",
              "recall accuracy"),
     "adding": ("Adding problem (Le et al. 2015 form): MSE of the sum of the two marked values; "
-               "the chance baseline is 0.167 (always predict 1); solved at MSE < 0.01.", "MSE"),
+               "the chance baseline is 0.167 (always predict 1); solved at MSE < {threshold}.",
+               "MSE"),
 }
 
 
@@ -401,8 +415,14 @@ def _literature(row: dict[str, Any]) -> str:
   return LITERATURE.get((row["task"], row["length"], row["cell"]), "")
 
 
+_DEFAULT_THRESHOLD = {"copy": 0.99, "adding": 0.01}
+
+
 def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
   text, metric = _TASK_TEXT.get(task, (f"Task {task}.", "metric"))
+  thresholds = sorted({r["threshold"] for r in rows if r.get("threshold") is not None})
+  text = text.format(threshold=" / ".join(f"{t:g}" for t in thresholds)
+                     or _DEFAULT_THRESHOLD.get(task, "?"))
   columns = ["cell", "direction", "length", "value", "loss_mean", "baseline", "solved",
              "steps", "wall_time_sec"]
   headers = ["cell", "direction", "T", f"final {metric} (mean ± sd)", "final loss",
@@ -583,11 +603,17 @@ def horizon_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
       ms_per_step = [1000 * r["wall_time_sec"] / (r["steps"] * r["length"])
                      for r in mine if r.get("wall_time_sec") and r.get("steps")]
       solved_text = ", ".join(f"{t} T={v}" if v else f"{t} none" for t, v in longest.items())
-      parts.append(f"{cell}: longest solved {solved_text}; {wall:.0f} s of wall time in all"
-                   + (f", {min(ms_per_step):.2f} ms of wall time per training step per time step (compilation and evaluation included)"
-                      if ms_per_step else ""))
-    out.append("Memory per unit of wall time, per cell (longest T solved; cost): "
-               + "; ".join(parts) + ".")
+      best = {t: min((r["loss_mean"] / r["baseline"] for r in mine if r["task"] == t
+                      and r.get("baseline")), default=None)
+              for t in dict.fromkeys(r["task"] for r in mine)}
+      best_text = ", ".join(f"{t} {v:.2f}" for t, v in best.items() if v is not None)
+      parts.append(f"{cell}: longest solved {solved_text}; lowest loss/baseline {best_text}; "
+                   f"{wall:.0f} s in all"
+                   + (f", {min(ms_per_step):.2f} ms per step per time step" if ms_per_step else ""))
+    out.append("Memory per unit of wall time, per cell (longest T solved; the lowest final loss "
+               "as a fraction of the chance baseline, per task; wall time summed over its "
+               "points, and wall ms per training step per time step, compilation and "
+               "evaluation included): " + "; ".join(parts) + ".")
   if not out:
     out.append("No finished points yet: nothing to compare.")
   return out

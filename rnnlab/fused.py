@@ -3,8 +3,10 @@
 `layer(cell, params, xs, lengths, reverse, carry)` computes exactly what `recurrent.batched_scan`
 computes (the same padding semantics: carry frozen and outputs zero at padded steps, zero gradients
 at padded inputs, `reverse` starting at the last real step, length 0 allowed), for the vanilla
-(tanh or relu), LSTM and GRU ("reset after") cells; `stack` is the batched `recurrent.stack`. Any
-other cell falls back to `recurrent.batched_scan`. `models.RecurrentEncoder` runs on it.
+(tanh or relu), LSTM and GRU ("reset after") cells; `stack` is the batched `recurrent.stack`. A
+cell with a linear form and a scan method (minGRU, minLSTM, LRU) runs
+`linear_recurrence.batched_scan_cell`; any other cell falls back to `recurrent.batched_scan`.
+`models.RecurrentEncoder` runs on it.
 
 What it does differently from JAX's autodiff of `jax.vmap(recurrent.scan)`:
 
@@ -46,7 +48,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnnlab import cells, recurrent
+from rnnlab import cells, linear_recurrence, recurrent
 from rnnlab.cells import Cell, LSTMState, Params
 
 Array = jax.Array
@@ -98,6 +100,9 @@ def layer(cell: Cell, params: Params, xs: Array, lengths: Array | None = None,
     (final carry with a leading [batch] axis, ys: [batch, time, hidden]).
   """
   kind = kind_of(cell)
+  if kind is None and cell.linear is not None and cell.linear.method is not None and xs.ndim == 3:
+    return linear_recurrence.batched_scan_cell(cell, params, xs, lengths, reverse, carry,
+                                               cell.linear.method)
   if kind is None or xs.ndim != 3:
     return recurrent.batched_scan(cell, params, xs, lengths, reverse, carry)
   batch = xs.shape[0]

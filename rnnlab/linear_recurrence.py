@@ -207,6 +207,111 @@ def scan_cell(cell: Any, params: Any, xs: Array, length: Array | int | None = No
   return h_final, ys
 
 
+# ----------------------------------------------------------------------------- batched, in place
+
+def _index(x: Array, t: Array) -> Array:
+  return jax.lax.dynamic_index_in_dim(x, t, axis=1, keepdims=False)
+
+
+def _write(buf: Array, value: Array, t: Array) -> Array:
+  return jax.lax.dynamic_update_index_in_dim(buf, value, t, axis=1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batched_sequential_states(a: Array, b: Array, h0: Array, reverse: bool) -> Array:
+  """States of h_t = a_t * h_{t-1} + b_t over a batch, batch-major, one sequential scan.
+
+  a, b: [batch, time, *state] (padded steps already identities: a = 1, b = 0); h0:
+  [batch, *state]; reverse: visit t = T-1 ... 0. Returns hs: [batch, time, *state], the state
+  after each step, in the original time order.
+
+  Each step reads a_t, b_t and writes h_t in place in the batch-major arrays (no [B, T] <-> [T, B]
+  transposes), and the backward pass is written by hand: the adjoint recurrence run the other
+  way, lambda_t = g_t + a_next lambda_next, then dL/da_t = lambda_t h_prev, dL/db_t = lambda_t and
+  dL/dh0 = a_first lambda_first, all but the recurrence outside the loop. Measured (2 cores,
+  load ~2, T=1024, batch 64, hidden 128, fwd+bwd): 42.5 ms against 70.7 ms for autodiff of the
+  vmapped per-sequence `lax.scan` and 70.6 ms for a time-major batched one.
+  """
+  return _sequential_forward(a, b, h0, reverse)
+
+
+def _sequential_forward(a: Array, b: Array, h0: Array, reverse: bool) -> Array:
+  def body(carry, t):
+    h, hs = carry
+    h = _index(a, t) * h + _index(b, t)
+    return (h, _write(hs, h, t)), None
+
+  (_, hs), _ = jax.lax.scan(body, (h0, jnp.zeros_like(b)), jnp.arange(b.shape[1]),
+                            reverse=reverse)
+  return hs
+
+
+def _batched_fwd(a, b, h0, reverse):
+  hs = _sequential_forward(a, b, h0, reverse)
+  return hs, (a, hs, h0)
+
+
+def _batched_bwd(reverse, saved, g):
+  a, hs, h0 = saved
+
+  def body(carry, t):
+    acc, lams = carry            # acc = a_next * lambda_next (zero before the last step)
+    lam = _index(g, t) + acc
+    return (_index(a, t) * lam, _write(lams, lam, t)), None
+
+  (dh0, lams), _ = jax.lax.scan(body, (jnp.zeros_like(h0), jnp.zeros_like(g)),
+                                jnp.arange(g.shape[1]), reverse=not reverse)
+  first = h0[:, None]
+  h_prev = (jnp.concatenate([hs[:, 1:], first], axis=1) if reverse
+            else jnp.concatenate([first, hs[:, :-1]], axis=1))
+  return lams * h_prev, lams, dh0
+
+
+batched_sequential_states.defvjp(_batched_fwd, _batched_bwd)
+
+
+def batched_scan_cell(cell: Any, params: Any, xs: Array, lengths: Array | None = None,
+                      reverse: bool = False, carry: Any = None, method: str = "auto"
+                      ) -> tuple[Any, Array]:
+  """`scan_cell` over a batch: xs [batch, time, input], lengths [batch] or None, carry
+  [batch, *state] or None -> (final carries [batch, *state], ys [batch, time, hidden]).
+
+  The sequential method runs `batched_sequential_states` over the whole batch; the associative
+  one runs `scan_cell` per sequence under `jax.vmap`. Same numbers and padding semantics.
+  """
+  check_method(method)
+  time_steps = xs.shape[1]
+  if method == "auto":
+    method = choose_method(time_steps)
+  if method != "sequential" or time_steps == 0:
+    run = lambda x, n, c: scan_cell(cell, params, x, n, reverse, c, method)
+    return jax.vmap(run, in_axes=(0, None if lengths is None else 0,
+                                  None if carry is None else 0))(xs, lengths, carry)
+  form: LinearForm = cell.linear
+  a, b = jax.vmap(form.coefficients, in_axes=(None, 0))(params, xs)
+  dtype = jnp.result_type(a, b) if carry is None else jnp.result_type(a, b, carry)
+  b = jnp.asarray(b, dtype)
+  a = jnp.asarray(a, dtype)
+  a = a.reshape(a.shape[:1] + (1,) * (b.ndim - a.ndim) + a.shape[1:])  # [B, *state]: constant in t
+  a = jnp.broadcast_to(a, b.shape)
+  h0 = jnp.zeros((b.shape[0],) + b.shape[2:], dtype) if carry is None else jnp.asarray(carry, dtype)
+  valid = None
+  if lengths is not None:
+    valid = (jnp.arange(time_steps)[None, :] < lengths[:, None]).reshape(
+        (b.shape[0], time_steps) + (1,) * (b.ndim - 2))
+    a = jnp.where(valid, a, jnp.ones_like(a))
+    b = jnp.where(valid, b, jnp.zeros_like(b))
+  hs = batched_sequential_states(a, b, h0, reverse)
+  # Padded steps are identities, so the state after the last step visited is the final one.
+  h_final = hs[:, 0] if reverse else hs[:, -1]
+  if valid is not None:
+    hs = jnp.where(valid, hs, jnp.zeros_like(hs))
+  ys = jax.vmap(form.readout, in_axes=(None, 0, 0))(params, hs, xs)
+  if valid is not None:
+    ys = jnp.where(valid.reshape(valid.shape[:2] + (1,) * (ys.ndim - 2)), ys, jnp.zeros_like(ys))
+  return h_final, ys
+
+
 # ----------------------------------------------------------------------------- measurements
 
 def benchmark(time_steps: tuple[int, ...] = (100, 1024, 4096), hidden: int = 128, batch: int = 64,

@@ -103,7 +103,8 @@ def mingru_coefficients(params: Params, xs: Array) -> tuple[Array, Array]:
   """xs: [..., input] -> (a = 1 - z, b = z * h~), each [..., H]."""
   pre = xs @ params["w_i"] + params["b"]
   z_pre, h_tilde = jnp.split(pre, 2, axis=-1)
-  return jax.nn.sigmoid(-z_pre), jax.nn.sigmoid(z_pre) * h_tilde
+  z = jax.nn.sigmoid(z_pre)  # one sigmoid pass over [..., H]: 1 - z for a
+  return 1.0 - z, z * h_tilde
 
 
 def make_mingru(input_init: str = "glorot", scan_method: str | None = None) -> Cell:

@@ -14,7 +14,9 @@ import numpy as np
 
 from rnnlab import metrics_log, report
 
-_CELL_COLORS = {"vanilla": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange"}
+_CELL_COLORS = {"vanilla": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange",
+                "lstm:chrono": "tab:cyan", "gru:chrono": "tab:olive", "mingru": "tab:purple",
+                "minlstm": "tab:brown", "lru": "tab:pink"}
 _DIRECTION_STYLE = {"uni": "-", "bi": "--"}
 
 
