@@ -255,6 +255,18 @@ class FlaxModel(nn.Module):
     return nn.Dense(self.classes)(ys)
 
 
+class ReadoutOnly(nn.Module):
+  """The benchmark's model with the recurrent layer replaced by a Dense of the same width: what
+  the embedding/readout, loss and optimiser cost alone (the floor under every cell's step)."""
+
+  hidden: int
+  classes: int
+
+  @nn.compact
+  def __call__(self, xs: jax.Array) -> jax.Array:
+    return nn.Dense(self.classes)(nn.Dense(self.hidden)(xs))
+
+
 # ----------------------------------------------------------------------------- PyTorch peer
 
 def torch_module():
@@ -344,12 +356,14 @@ def bench_parallel(time_steps: int, shape: tuple[int, int, int], classes: int, r
   b, i, h = shape
   xs = jax.random.normal(jax.random.key(0), (b, time_steps, i), jnp.float32)
   ys = jax.random.randint(jax.random.key(1), (b, time_steps), 0, classes)
-  variants = [("lstm", "step"), ("lstm", "flax"), ("gru", "step")] + [
+  variants = [("lstm", "step"), ("lstm", "flax"), ("gru", "step"), ("none", "readout only")] + [
       (c, m) for c in PARALLEL_CELLS for m in linear_recurrence.METHODS]
 
   def model(cell: str, method: str) -> nn.Module:
     if method == "flax":  # a plain-scan LSTM (flax.linen nn.RNN), for scale
       return FlaxModel(cell, h, classes)
+    if cell == "none":    # the floor: the same step without a recurrence
+      return ReadoutOnly(h, classes)
     return rnnlab_model(cell, h, classes, None if method == "step" else method)
 
   steps = {v: make_jax_step(model(*v), xs, ys) for v in variants}
@@ -364,7 +378,9 @@ def format_parallel(results: dict[int, dict[tuple[str, str], tuple[float, float]
   lines = [f"Training step (forward + backward + Adam, per-step readout), batch {b}, input {i}, "
            f"hidden {h}; median wall ms; x LSTM = this step / the LSTM step at the same T. "
            f"Method `step`: rnnlab's fused step-by-step layer for the classic cells; `flax`: "
-           f"flax.linen `nn.RNN` over `OptimizedLSTMCell` (a plain `lax.scan` LSTM); `auto` is "
+           f"flax.linen `nn.RNN` over `OptimizedLSTMCell` (a plain `lax.scan` LSTM); `none / "
+           f"readout only`: the same step with the recurrent layer replaced by a Dense layer (the "
+           f"floor under every cell: input, readout, loss and Adam); `auto` is "
            f"`{linear_recurrence.choose_method(1024)}` on this backend "
            f"({jax.default_backend()}).", "",
            "| T | cell | method | train ms | x LSTM | compile s |", "|---|---|---|---|---|---|"]
@@ -373,6 +389,14 @@ def format_parallel(results: dict[int, dict[tuple[str, str], tuple[float, float]
     for (cell, method), (ms, compile_s) in res.items():
       lines.append(f"| {t} | {cell} | {method} | {ms:.1f} | {ms / lstm:.3f} | {compile_s:.2f} |")
   lines += ["", "Targets of the issue, on this run:", ""]
+  if 1024 in results:
+    res = results[1024]
+    floor = res[("none", "readout only")][0]
+    rec = {c: res[(c, m)][0] - floor for c, m in (("lstm", "step"), ("mingru", "auto"))}
+    lines.append(f"- At T=1024 the step without any recurrence costs {floor:.1f} ms "
+                 f"({floor / res[('lstm', 'step')][0]:.3f}x the LSTM step); above that floor the "
+                 f"minGRU's recurrence costs {rec['mingru']:.1f} ms and the LSTM's "
+                 f"{rec['lstm']:.1f} ms ({rec['mingru'] / rec['lstm']:.3f}x)")
   if 1024 in results:
     res = results[1024]
     r = res[("mingru", "auto")][0] / res[("lstm", "step")][0]

@@ -35,7 +35,7 @@ def test_quick_parallel_suite_replaces_only_its_section(tmp_path):
   assert "--suites=parallel" in report and "`auto` never more than 10% slower" in report
   header = _row(report, "| T | cell |")
   rows = [l for l in report.splitlines() if l.startswith("| 20 |") or l.startswith("| 64 |")]
-  assert len(rows) == 2 * (3 + 3 * 3)  # per T: lstm, flax lstm, gru, 3 cells x 3 methods
+  assert len(rows) == 2 * (4 + 3 * 3)  # per T: lstm, flax lstm, gru, floor, 3 cells x 3 methods
   lstm = _row(report, "| 20 | lstm |")
   assert float(lstm[header.index("x LSTM")]) == 1.0
   for line in rows:
