@@ -432,7 +432,9 @@ def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
     headers.append("literature (same task)")
   table = report.markdown_table(rows, columns, headers, formatters={
       "value": lambda r: (report.mean_sd(r.get("metric_mean"), r.get("metric_sd"))
-                          if r.get("status") not in ("not run", "diverged") else r["status"]),
+                          if r.get("status") not in ("not run", "diverged", "partial")
+                          else "unfinished (stopped part-way)" if r["status"] == "partial"
+                          else r["status"]),
       "baseline": lambda r: ("-" if r.get("baseline") is None
                              else f"{report.format_value(r['baseline'], 3)} ({r['baseline_of']})"),
       "solved": sweep.steps_to_solve_text,
@@ -590,8 +592,12 @@ def horizon_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
     better = sum(c["loss_mean"] < s["loss_mean"] for s, c in pairs)
     desc = "; ".join(f"{s['cell']} {s['task']} T={s['length']}: loss {s['loss_mean']:.3g} -> "
                      f"{c['loss_mean']:.3g}" for s, c in pairs)
+    moved = [(s, c) for s, c in pairs if _beats_baseline(s) or _beats_baseline(c)
+             or _solved(s) or _solved(c)]
+    moved_better = sum(c["loss_mean"] < s["loss_mean"] for s, c in moved)
     out.append(f"Chrono vs standard initialisation (same cell, task and T; {desc}): chrono has "
-               f"the lower final loss in {better} of {len(pairs)} pairs.")
+               f"the lower final loss in {better} of {len(pairs)} pairs; in the {len(moved)} "
+               f"pairs where either run left the chance baseline, in {moved_better}.")
   cells = list(dict.fromkeys(r["cell"] for r in done))
   if cells:
     parts = []

@@ -196,7 +196,8 @@ def test_horizon_verdicts_and_literature_column():
          "lstm:chrono; at the baseline: lstm." in text
   assert "Literature lstm on copy T=1000: loss 0.0204" in text
   assert "**at the chance baseline**" in text and "**beats the chance baseline**" in text
-  assert "chrono has the lower final loss in 1 of 1 pairs" in text
+  assert ("chrono has the lower final loss in 1 of 1 pairs; in the 1 pairs where either run "
+          "left the chance baseline, in 1.") in text
   assert "irnn adding T=600 at step 122" in text
   md = "\n".join(compare._task_section("adding", rows[2:]))
   assert "literature (same task)" in md and "MSE 5.3e-5 (Bai et al. 2018)" in md
