@@ -73,9 +73,10 @@ def read_csv(path: str) -> list[dict[str, str]]:
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` atomically (a reader never sees half a table)."""
+  """Writes `text` atomically (a reader never sees half a table). The temporary file is this
+  process's own, so processes writing the same file at once (sweep shards) never collide."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
+  tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from rnnlab import checkpoint, config_check, metrics_log, models, parallel, tasks
+from rnnlab import checkpoint, config_check, metrics_log, models, parallel, report, tasks
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
 
 Array = jax.Array
@@ -269,11 +269,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
   return ""
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+_atomic_write = report.write_text
 
 
 read_metrics = metrics_log.read

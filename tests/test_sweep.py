@@ -221,3 +221,20 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
   sweep.run_sweep(config, overrides, str(tmp_path), run=lambda p: ran.append(sweep.status(p)))
   assert ran == ["diverged", "finished"]
   assert "diverged at step" in open(tmp_path / "sweep.md").read()
+
+
+def test_concurrent_writers_of_one_file_do_not_collide(tmp_path):
+  """Shards running at once rewrite sweep.json; each writes through its own temporary file."""
+  import multiprocessing
+  from rnnlab import report
+  path = str(tmp_path / "sweep.json")
+  ctx = multiprocessing.get_context("fork")
+  procs = [ctx.Process(target=lambda i=i: [report.write_text(path, f"{i}\n" * 1000)
+                                           for _ in range(200)]) for i in range(3)]
+  for p in procs:
+    p.start()
+  for p in procs:
+    p.join()
+  assert [p.exitcode for p in procs] == [0, 0, 0]
+  lines = set(open(path).read().split())
+  assert len(lines) == 1 and not [f for f in os.listdir(tmp_path) if ".tmp" in f]
