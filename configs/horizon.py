@@ -16,8 +16,10 @@ at MSE < 0.01.
 Budget per point: at most 1000 steps, batch 32, hidden 64, Adam 3e-3, clip 1 (stopping early
 once every seed is solved). Measured on the quiet 2-core CPU, seconds per training step with 3
 seeds at copy T=1000: LSTM 0.30, GRU 0.26, vanilla 0.11, minGRU 0.15, LRU 0.24, and 3-5 s to
-compile; the whole grid is ~2.5 h of one process. A short budget next to the literature's (tens
-of thousands of steps): a point "not solved" here says "not within 1000 steps", nothing more.
+compile. The committed run (experiments/results/horizon.md) took 3.8 h of summed wall time,
+run as two shards in parallel on the 2 cores (~2 h). A short budget next to the literature's
+(tens of thousands of steps): a point "not solved" here says "not within 1000 steps", nothing
+more.
 """
 
 import ml_collections
