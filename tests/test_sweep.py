@@ -225,16 +225,14 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_concurrent_writers_of_one_file_do_not_collide(tmp_path):
   """Shards running at once rewrite sweep.json; each writes through its own temporary file."""
-  import multiprocessing
-  from rnnlab import report
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
   path = str(tmp_path / "sweep.json")
-  ctx = multiprocessing.get_context("fork")
-  procs = [ctx.Process(target=lambda i=i: [report.write_text(path, f"{i}\n" * 1000)
-                                           for _ in range(200)]) for i in range(3)]
-  for p in procs:
-    p.start()
-  for p in procs:
-    p.join()
-  assert [p.exitcode for p in procs] == [0, 0, 0]
+  script = ("import sys; from rnnlab import report\n"
+            "for _ in range(200): report.write_text(sys.argv[1], sys.argv[2] * 1000)")
+  procs = [subprocess.Popen([sys.executable, "-c", script, path, f"{i}\n"], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT)) for i in range(3)]
+  assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
   lines = set(open(path).read().split())
   assert len(lines) == 1 and not [f for f in os.listdir(tmp_path) if ".tmp" in f]
