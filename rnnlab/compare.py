@@ -584,8 +584,8 @@ def horizon_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
   pairs = []
   for r in done:
     if r["cell"].endswith(":chrono"):
-      std = [q for q in done if (q["task"], q["length"], q["direction"]) ==
-             (r["task"], r["length"], r["direction"]) and q["cell"] == r["cell"].split(":")[0]]
+      std = _find(done, task=r["task"], length=r["length"], direction=r["direction"],
+                  cell=r["cell"].split(":")[0])
       if std:
         pairs.append((std[0], r))
   if pairs:

@@ -254,7 +254,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool
           f"{workdir!r} holds a run with a different config ({diff}); resuming it with this "
           "config would mix two experiments. Use a new --workdir, or the saved config.")
   if write:
-    _atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    report.write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:
@@ -267,9 +267,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str:
     elif va != vb:
       return f"config.{prefix}{key}: saved {va!r}, now {vb!r}"
   return ""
-
-
-_atomic_write = report.write_text
 
 
 read_metrics = metrics_log.read
@@ -355,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "wall_time_sec": _previous_wall_time(workdir) + (time.time() - wall_start),
   }
   if is_main:
-    _atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2))
+    report.write_text(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2))
   return summary
 
 
