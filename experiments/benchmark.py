@@ -4,7 +4,7 @@ r"""Speed of rnnlab's training step and forward pass against flax.linen and PyTo
   python -m experiments.benchmark --quick --output=/tmp/b.md   # one small shape, few repeats
 
 For each cell (lstm, gru, vanilla) and shape (batch, time, input, hidden), in ONE process:
-  * rnnlab: `models.RNNModel(models.RecurrentEncoder(...))`, the model `rnnlab.train` builds, with a
+  * rnnlab: `models.RNNModel(models.RecurrentEncoder(...))`, the model `rnnlab.training.train` builds, with a
     per-step Dense readout over `--classes` classes, cross-entropy, optax Adam, `jax.jit`;
   * flax.linen: `nn.RNN` over `OptimizedLSTMCell` / `GRUCell` / `SimpleCell`, same readout, loss and
     optimiser;
@@ -15,7 +15,7 @@ the median over rounds is reported, so background load hits them alike; ratios a
 of a large float32 matmul's rate achieved by the recurrent layer's FLOPs,
 2 * B * T * (input + hidden) * gates * hidden * 3 for forward + backward.
 
-The seeds section times `rnnlab.train.Trainer.train_step` with `train.num_seeds` = 8 and 1 on the
+The seeds section times `rnnlab.training.train.Trainer.train_step` with `train.num_seeds` = 8 and 1 on the
 copy task at (batch 16, time 500, input 10, hidden 64).
 
 The parallel suite (`--suites=parallel` alone rewrites only its section of the report) times the
@@ -36,17 +36,19 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app, flags
-
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags
 
 from configs import base as base_config
-from rnnlab import cli, linear_recurrence, models, train
+from experiments import cli
+from rnnlab import models
+from rnnlab.core import linear_recurrence
+from rnnlab.training import train
 
 _QUICK = flags.DEFINE_bool("quick", False, "One small shape and few repeats (for the tests).")
 _OUTPUT = flags.DEFINE_string("output", "experiments/results/benchmark.md",
@@ -79,7 +81,7 @@ PARALLEL_HEADING = "## Parallel-in-time cells: minGRU, minLSTM and LRU against L
 # regenerated whole by one command).
 NOTES = """## How rnnlab's layer is run, and what was tried
 
-`models.RecurrentEncoder` runs each layer with `rnnlab.fused.layer` (set `fused=False` for the
+`models.RecurrentEncoder` runs each layer with `rnnlab.core.fused.layer` (set `fused=False` for the
 per-example `jax.vmap(recurrent.stack)` reference; both give the same numbers, see
 tests/test_fused.py). The fused layer is a `jax.custom_vjp` over the whole batch: the forward scan
 saves the activated gates, the backward scan carries only the state cotangents and emits per-step
@@ -232,7 +234,7 @@ def make_jax_step(model: nn.Module, xs: jax.Array, ys: jax.Array) -> JaxStep:
 
 def rnnlab_model(cell: str, hidden: int, classes: int, scan_method: str | None = None
                  ) -> nn.Module:
-  """The model `rnnlab.train.build_model` builds for float features and a per-step readout,
+  """The model `rnnlab.training.train.build_model` builds for float features and a per-step readout,
   with the base config's cell options (and `scan_method` for the parallel-in-time cells)."""
   m = base_config.get_config().model
   m.update(cell=cell, hidden_size=hidden)

@@ -25,7 +25,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, compare, report
+from experiments import cli
+from rnnlab.studies import compare, report
+from rnnlab.training import run_folder
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
                                           "configs/compare.py or configs/compare.py:quick.",
@@ -58,7 +60,7 @@ def main(argv: list[str]) -> None:
     hidden = [int(h) for h in _HIDDEN.value]
     results = compare.measure_seeds_speedup(point, _NUM_SEEDS.value, hidden, _STEPS.value,
                                             _REPEATS.value)
-    report.write_text(os.path.join(_RESULTS.value, "seeds_speedup.md"),
+    run_folder.atomic_write(os.path.join(_RESULTS.value, "seeds_speedup.md"),
                       compare.seeds_speedup_markdown(results, point, _command(), _STEPS.value,
                                                      _REPEATS.value))
     return

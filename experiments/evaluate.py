@@ -7,7 +7,8 @@ import json
 
 from absl import app, flags
 
-from rnnlab import cli, evaluation
+from experiments import cli
+from rnnlab.training import evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
 _BEST = flags.DEFINE_bool("best", False, "Restore the best checkpoint instead of the latest.")

@@ -14,7 +14,8 @@ import sys
 
 from absl import app, flags
 
-from rnnlab import cli, sampling
+from experiments import cli
+from rnnlab.analysis import sampling
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a charlm training run.")
 _PROMPT = flags.DEFINE_string("prompt", "The ", "Text to read before sampling.")

@@ -19,8 +19,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, diagnostics, plots
+from experiments import cli
+from rnnlab.analysis import gradient_flow
 from rnnlab.errors import ConfigError
+from rnnlab.studies import plots
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -47,17 +49,17 @@ def main(argv: list[str]) -> None:
   results = "experiments/results"
   command = "python -m experiments.gradient_flow " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   if _WORKDIR.value is not None:
-    data = diagnostics.gradient_flow_of_workdir(_WORKDIR.value, _EXAMPLES.value, command)
+    data = gradient_flow.gradient_flow_of_workdir(_WORKDIR.value, _EXAMPLES.value, command)
     out = _OUT.value or os.path.join(results, "gradient_flow.png")
     plots.gradient_flow(data, out)
   elif _EXPLODING.value:
-    data = diagnostics.exploding_study(_CONFIG.value, [float(s) for s in _SCALES.value],
+    data = gradient_flow.exploding_study(_CONFIG.value, [float(s) for s in _SCALES.value],
                                        _TRAIN_SCALE.value, _TRAIN_STEPS.value, _TRAIN_DIR.value,
                                        _EXAMPLES.value, command)
     out = _OUT.value or os.path.join(results, "gradient_flow_exploding.png")
     plots.exploding(data, out)
   else:
-    data = diagnostics.gradient_flow_study(_CONFIG.value, _CELLS.value, _TRAIN_DIR.value,
+    data = gradient_flow.gradient_flow_study(_CONFIG.value, _CELLS.value, _TRAIN_DIR.value,
                                            _TRAIN_STEPS.value, _EXAMPLES.value, command)
     out = _OUT.value or os.path.join(results, "gradient_flow.png")
     plots.gradient_flow(data, out)

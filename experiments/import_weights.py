@@ -15,7 +15,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, importing
+from experiments import cli
+from rnnlab.interop import importing
 
 _FROM = flags.DEFINE_enum("from", None, list(importing.SOURCES),
                           "Where the weights come from.")

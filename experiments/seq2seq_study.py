@@ -4,7 +4,7 @@ r"""The seq2seq bottleneck, measured: exact match vs source length with and with
   python -m experiments.seq2seq_study --variants=none,additive --config.train.num_steps=2000
 
 Trains one model per attention variant (configs/seq2seq.py, `model.attention` set per variant)
-with `rnnlab.train.train_and_evaluate` into <workdir_root>/<variant> (an existing workdir resumes,
+with `rnnlab.training.train.train_and_evaluate` into <workdir_root>/<variant> (an existing workdir resumes,
 a finished one is only re-evaluated), evaluates each with greedy decoding on fresh held-out batches,
 and writes to --results_dir:
   seq2seq_bottleneck.csv   exact match and token accuracy per source length, per variant (data)
@@ -28,9 +28,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import cli, evaluation, seq2seq, text_plots, train
+from experiments import cli
+from rnnlab.analysis import next_char_chart
 from rnnlab.errors import ConfigError
+from rnnlab.models import seq2seq
 from rnnlab.tasks import translation
+from rnnlab.training import evaluation, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/seq2seq.py",
                                           "Base config; model.attention is set per variant.",
@@ -81,7 +84,7 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
   lengths = list(task.source_lengths)
   os.makedirs(results_dir, exist_ok=True)
   _write_csv(os.path.join(results_dir, "seq2seq_bottleneck.csv"), results, lengths)
-  text_plots.bottleneck_plot(
+  next_char_chart.bottleneck_plot(
       lengths, {_label(v): [results[v][f"exact_match_len{d:02d}"] for d in lengths]
                 for v in variants},
       os.path.join(results_dir, "seq2seq_bottleneck.png"),
@@ -109,7 +112,7 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
         tokens == translation.EOS) else len(tokens)
     words = [translation.TARGET_VOCAB[int(t)] for t in tokens[:n_out]]
     heatmap = os.path.join(results_dir, "seq2seq_attention.png")
-    text_plots.attention_heatmap(
+    next_char_chart.attention_heatmap(
         decoded[v]["weights"][index, :n_out, :len(source)], list(source), words, heatmap,
         title=f"{_label(v)}: attention while translating {source}")
   _write_markdown(os.path.join(results_dir, "seq2seq.md"), config, results, variants, lengths,

@@ -18,8 +18,9 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlab import cli, launch, sweep
+from experiments import cli
 from rnnlab.errors import ConfigError
+from rnnlab.studies import launch, sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)

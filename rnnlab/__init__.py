@@ -1,5 +1,5 @@
 """rnnlab: recurrent networks as pure JAX functions, for measuring memory."""
 
-from rnnlab import cells, recurrent
+from rnnlab.core import cells, recurrent
 
 __all__ = ["cells", "recurrent"]

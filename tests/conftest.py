@@ -20,7 +20,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from configs import base  # noqa: E402
-from rnnlab import cli  # noqa: E402  (no JAX backend is started by importing it)
+from experiments import cli  # noqa: E402  (no JAX backend is started by importing it)
 
 cli.use_safe_cpu_scheduler()  # avoids the XLA:CPU deadlock it names, in-process and in subprocesses
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint, train
 from rnnlab.errors import RnnlabError
+from rnnlab.training import checkpoint, train
 from tests.conftest import ROOT, file_bytes
 
 # The shapes of tests/test_fault_tolerance.py's runs, so a session compiles them once.

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import cells, recurrent
+from rnnlab.core import cells, recurrent
 
 CELLS = ["vanilla", "lstm", "gru"]
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from configs import charlm as charlm_config
-from rnnlab import evaluation, sampling, tasks, train
+from rnnlab import tasks
+from rnnlab.analysis import sampling
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks.charlm import BUILTIN_CORPUS, CharLMTask, per_char_nll
+from rnnlab.training import evaluation, train
 from tests.conftest import run_entry
 
 _TEXT = ("The blue ship sails at dawn. The red ship waits in the harbour.\n"

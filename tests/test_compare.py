@@ -5,8 +5,9 @@ import os
 import pytest
 
 from configs import compare as compare_config
-from rnnlab import compare, report, train
 from rnnlab.errors import ConfigError
+from rnnlab.studies import compare, report
+from rnnlab.training import train
 from tests.conftest import run_entry
 
 

@@ -19,7 +19,12 @@ import pytest
 
 nn = pytest.importorskip("flax.linen")
 
-from rnnlab import cells, convert, models, recurrent  # pylint: disable=g-import-not-at-top
+from rnnlab import models
+from rnnlab.core import (
+  cells,  # pylint: disable=g-import-not-at-top
+  recurrent,
+)
+from rnnlab.interop import convert
 
 CELLS = ["vanilla", "lstm", "gru"]
 IN, H, T, B = 3, 4, 6, 3

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import jax
-import ml_collections
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import base
-from rnnlab import cells, config_check, models, recurrent, train
+from rnnlab import models
+from rnnlab.core import cells, recurrent
 from rnnlab.errors import ConfigError
+from rnnlab.training import config_check, train
 
 ALL_CELLS = ("vanilla", "lstm", "gru", "irnn", "mingru", "minlstm", "lru")
 B, T, F, H = 3, 9, 5, 6

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import diagnostics, plots, train
+from rnnlab.analysis import gradient_flow
+from rnnlab.studies import plots
+from rnnlab.training import train
 from tests.conftest import run_entry, tiny_config
 
 
@@ -17,7 +19,7 @@ def _setup(task="adding", cell="vanilla", **model):
   for k, v in model.items():
     config.model[k] = v
   trainer = train.Trainer(config)
-  params = diagnostics.seed_params(trainer.init())
+  params = gradient_flow.seed_params(trainer.init())
   loss_fn = lambda outputs, batch: trainer.task.loss_and_metrics(outputs, batch)[0]
   return config, trainer, params, loss_fn
 
@@ -25,7 +27,7 @@ def _setup(task="adding", cell="vanilla", **model):
 @pytest.mark.parametrize("cell", ["vanilla", "lstm", "gru"])
 def test_norms_have_one_value_per_step(cell):
   config, trainer, params, _ = _setup("copy", cell)
-  norms = diagnostics.trainer_gradient_norms(trainer, params, num_examples=4)
+  norms = gradient_flow.trainer_gradient_norms(trainer, params, num_examples=4)
   time = config.task.length + 20
   assert norms.shape == (1, time)
   assert np.all(np.isfinite(norms)) and np.all(norms > 0)
@@ -34,12 +36,12 @@ def test_norms_have_one_value_per_step(cell):
 def test_gradients_are_exact_and_bidirectional_has_two():
   _, trainer, params, loss_fn = _setup("adding", "gru", bidirectional=True)
   batch = trainer.task.sample(jax.random.PRNGKey(3), 4)
-  shape = diagnostics.perturbation_shape(trainer.model, params, batch)
+  shape = gradient_flow.perturbation_shape(trainer.model, params, batch)
   assert shape == (4, 2, 10, 8)
   outputs = jax.jit(trainer.model.apply)({"params": params}, batch["inputs"], batch["lengths"])
-  f = jax.jit(lambda d: diagnostics.perturbed_loss(trainer.model, params, batch, loss_fn, d))
+  f = jax.jit(lambda d: gradient_flow.perturbed_loss(trainer.model, params, batch, loss_fn, d))
   assert float(f(jnp.zeros(shape))) == pytest.approx(float(loss_fn(outputs, batch)), rel=1e-6)
-  grads = jax.jit(diagnostics.hidden_state_gradients, static_argnums=(0, 3))(
+  grads = jax.jit(gradient_flow.hidden_state_gradients, static_argnums=(0, 3))(
       trainer.model, params, batch, loss_fn)
   assert grads.shape == shape
   # Directional derivative against a central finite difference.
@@ -53,12 +55,12 @@ def test_padded_steps_get_exactly_zero_gradient():
   config = tiny_config("adding", "gru")
   config.task.min_length = 4
   trainer = train.Trainer(config)
-  params = diagnostics.seed_params(trainer.init())
+  params = gradient_flow.seed_params(trainer.init())
   loss_fn = lambda outputs, batch: trainer.task.loss_and_metrics(outputs, batch)[0]
   batch = trainer.task.sample(jax.random.PRNGKey(0), 16)
   lengths = np.asarray(batch["lengths"])
   assert lengths.min() < config.task.length  # some padding to check
-  grads = np.asarray(jax.jit(diagnostics.hidden_state_gradients, static_argnums=(0, 3))(
+  grads = np.asarray(jax.jit(gradient_flow.hidden_state_gradients, static_argnums=(0, 3))(
       trainer.model, params, batch, loss_fn))
   for b, n in enumerate(lengths):
     assert np.all(grads[b, :, n:] == 0.0)
@@ -70,13 +72,13 @@ def test_vanilla_gradients_explode_or_vanish_back_through_time():
   config.task.length = 30
   config.model.hidden_size = 32
   trainer = train.Trainer(config)
-  params = diagnostics.seed_params(trainer.init())
+  params = gradient_flow.seed_params(trainer.init())
 
   def norms(scale):  # recurrent_scale multiplies the orthogonal W_h: scale the initial one
     scaled = jax.tree.map(lambda x: x, params)
     layer = scaled["encoder"]["layer0_fwd"]
     layer["w_h"] = scale * layer["w_h"]
-    return diagnostics.trainer_gradient_norms(trainer, scaled, num_examples=16)[0]
+    return gradient_flow.trainer_gradient_norms(trainer, scaled, num_examples=16)[0]
 
   exploding, vanishing = norms(2.5), norms(0.5)
   # Adding reads the last step only: every earlier step's gradient is pure BPTT.
@@ -85,16 +87,16 @@ def test_vanilla_gradients_explode_or_vanish_back_through_time():
   assert np.all(np.isfinite(exploding))
   # The same through the config: recurrent_scale multiplies the same orthogonal initial W_h.
   config.model.recurrent_scale = 2.5
-  np.testing.assert_allclose(diagnostics.norms_at_init(config, num_examples=16), exploding,
+  np.testing.assert_allclose(gradient_flow.norms_at_init(config, num_examples=16), exploding,
                              rtol=1e-4)
 
 
 def test_gradient_flow_of_a_trained_run(tmp_path):
   train.train_and_evaluate(tiny_config("adding", "vanilla", num_steps=10), str(tmp_path))
-  data = diagnostics.gradient_flow_of_workdir(str(tmp_path), num_examples=4)
+  data = gradient_flow.gradient_flow_of_workdir(str(tmp_path), num_examples=4)
   assert [(r["stage"], r["step"]) for r in data["runs"]] == [("init", 0), ("trained", 10)]
   assert all(len(r["norms"]) == 10 for r in data["runs"])
-  with open(tmp_path / diagnostics.DATA_FILE) as f:
+  with open(tmp_path / gradient_flow.DATA_FILE) as f:
     assert json.load(f) == data
   assert plots.gradient_flow(data, str(tmp_path / "flow.png"))
   assert os.path.getsize(tmp_path / "flow.png") > 1000

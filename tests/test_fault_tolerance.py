@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from rnnlab import checkpoint, train
 from rnnlab.errors import CheckpointError, RnnlabError
-from tests.conftest import ROOT, tiny_config, file_bytes
+from rnnlab.training import checkpoint, train
+from tests.conftest import ROOT, file_bytes, tiny_config
 
 # Shapes shared by every run of this module (so they share compiled programs); the cadence varies.
 _TINY = ["--config=configs/copy.py", "--config.model.hidden_size=8",

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import cells, fused, models, recurrent
+from rnnlab import models
+from rnnlab.core import cells, fused, recurrent
 
 B, T, IN, H = 5, 7, 3, 4
 LENGTHS = jnp.array([3, 7, 0, 1, 5])  # unsorted, with a length-0 and a full-length sequence

@@ -12,8 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import evaluation, importing, tasks, train
+from rnnlab import tasks
 from rnnlab.errors import RnnlabError
+from rnnlab.interop import importing
+from rnnlab.training import evaluation, train
 from tests.conftest import run_entry, tiny_config
 
 torch = pytest.importorskip("torch")

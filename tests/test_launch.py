@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from rnnlab import launch, sweep, train
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.studies import launch, sweep
+from rnnlab.training import train
 from tests.conftest import ROOT, tiny_config
 
 # The command of README.md's "Sweeps on a cluster" section (its workdir is replaced in the test).

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import cells, linear_recurrence, models, recurrent
+from rnnlab import models
+from rnnlab.core import cells, linear_recurrence, recurrent
 
 NEW_CELLS = ("mingru", "minlstm", "lru")
-# None: the classic masked step-by-step scan; the others go through rnnlab.linear_recurrence.
+# None: the classic masked step-by-step scan; the others go through rnnlab.core.linear_recurrence.
 RUNNERS = (None, "sequential", "associative")
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from rnnlab import cells, models, recurrent
+from rnnlab import models
+from rnnlab.core import cells, recurrent
 
 CELLS = ["vanilla", "lstm", "gru"]
 IN, H, T = 3, 4, 6

@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from rnnlab import train
+from rnnlab.training import train
 from tests.conftest import ROOT
 
 _NUM_STEPS = 8
@@ -41,7 +41,8 @@ _FOUR_DEVICES = """
 import json, sys
 import jax
 import numpy as np
-from rnnlab import parallel, train
+from rnnlab.training import device_mesh
+from rnnlab.training import train
 from rnnlab.errors import ConfigError
 from tests.conftest import tiny_config
 
@@ -50,7 +51,7 @@ config = tiny_config(num_seeds=2, num_steps=%(steps)d)
 
 # Record the sharding XLA actually gives every batch array inside the compiled step.
 seen = {}
-original = parallel.shard_batch
+original = device_mesh.shard_batch
 def spy(batch, mesh):
   batch = original(batch, mesh)
   for name, x in batch.items():
@@ -59,7 +60,7 @@ def spy(batch, mesh):
             name, {"spec": [a for a in s.spec], "traced_ndim": ndim,
                    "mesh": dict(s.mesh.shape)}))
   return batch
-parallel.shard_batch = spy
+device_mesh.shard_batch = spy
 
 def losses(trainer):
   state, rows = trainer.init(), []
@@ -77,7 +78,7 @@ out["state_replicated"] = all(x.sharding.is_fully_replicated for x in jax.tree.l
 hlo = four.train_step.lower(state).compile().as_text()
 out["all_reduce"] = "all-reduce" in hlo
 
-one = train.Trainer(config, mesh=parallel.make_mesh(jax.devices()[:1]))
+one = train.Trainer(config, mesh=device_mesh.make_mesh(jax.devices()[:1]))
 out["losses_1"] = losses(one)[1]
 
 try:

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from configs import seq2seq as seq2seq_config
-from rnnlab import evaluation, seq2seq, tasks, train
+from rnnlab import tasks
 from rnnlab.errors import ConfigError
+from rnnlab.models import seq2seq
 from rnnlab.tasks import translation
 from rnnlab.tasks.translation import TranslationTask, decode_source, decode_target, number_to_words
+from rnnlab.training import evaluation, train
 
 
 def _tiny_config(attention="additive", **train_kw):

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from rnnlab import sweep, train
 from rnnlab.errors import ConfigError
+from rnnlab.studies import sweep
+from rnnlab.training import train
 from tests.conftest import run_entry, tiny_config
 
 
@@ -227,10 +228,11 @@ def test_concurrent_writers_of_one_file_do_not_collide(tmp_path):
   """Shards running at once rewrite sweep.json; each writes through its own temporary file."""
   import subprocess
   import sys
+
   from tests.conftest import ROOT
   path = str(tmp_path / "sweep.json")
-  script = ("import sys; from rnnlab import report\n"
-            "for _ in range(200): report.write_text(sys.argv[1], sys.argv[2] * 1000)")
+  script = ("import sys; from rnnlab.training.run_folder import atomic_write\n"
+            "for _ in range(200): atomic_write(sys.argv[1], sys.argv[2] * 1000)")
   procs = [subprocess.Popen([sys.executable, "-c", script, path, f"{i}\n"], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=ROOT)) for i in range(3)]
   assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint, metrics_log, tensorboard, train
+from rnnlab.training import checkpoint, metrics_log, tensorboard, train
 from tests.conftest import tiny_config
 
 event_accumulator = pytest.importorskip(

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint, config_check, evaluation, train
 from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError, RnnlabError
+from rnnlab.training import checkpoint, config_check, evaluation, train
 from tests.conftest import run_entry, tiny_config
 
 

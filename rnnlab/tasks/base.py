@@ -23,11 +23,20 @@ class ModelSpec:
     vocab_size: input token vocabulary, or None for float feature inputs.
     out_features: size of the readout (vocabulary logits, or 1 for a regression value).
     readout: "per_step" (one output per time step) or "last" (one per sequence).
+    architecture: "rnn" (input -> recurrent encoder -> readout) or "seq2seq" (a recurrent
+      encoder and an autoregressive decoder over `out_features` target tokens).
+    causal: the model must not read ahead of the step it predicts (no bidirectional encoder).
+    max_target_len: seq2seq: decoded steps [target time].
+    special_tokens: seq2seq: the target vocabulary's (bos, eos, pad) ids.
   """
 
   vocab_size: int | None
   out_features: int
   readout: str
+  architecture: str = "rnn"
+  causal: bool = False
+  max_target_len: int = 0
+  special_tokens: tuple[int, int, int] = (0, 0, 0)
 
 
 class Task(Protocol):
@@ -54,7 +63,6 @@ def is_solved(task: Task, metrics: dict[str, Any]) -> bool:
   return value >= task.solved_threshold if task.higher_is_better else value < task.solved_threshold
 
 
-# Optional task hooks, used by rnnlab.train when a task defines them:
-#   build_model(config) -> flax Module           (instead of the default RNNModel)
+# Optional task hooks, used by rnnlab.training.train when a task defines them:
 #   forward(model, params, batch, deterministic, rngs) -> outputs   (instead of model.apply(inputs, lengths))
 #   evaluate(model, params, batch) -> metrics dict (evaluation instead of loss_and_metrics' metrics)

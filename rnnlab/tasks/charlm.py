@@ -16,7 +16,7 @@ which a model that ignores its input and predicts character frequencies reaches.
 Evaluation (the `evaluate` hook) reads windows of the validation split with lengths drawn in
 [min_length, length] (min_length 0: all `length`), padded to `length` and masked: padded steps
 contribute nothing to the loss. Each window starts from a zero state, so this is the bpc of
-contexts up to `length` characters; `rnnlab.sampling.stream_bits_per_char` gives the bpc of the
+contexts up to `length` characters; `rnnlab.analysis.sampling.stream_bits_per_char` gives the bpc of the
 whole validation split read in one pass.
 
 Default corpus (`path = "builtin:python-reference"`): the topics of the Python Language Reference
@@ -186,7 +186,7 @@ class CharLMTask:
     self.train_data = jnp.asarray(train)
     self.val_data = jnp.asarray(val)
     self.model_spec = ModelSpec(vocab_size=self.vocab.size, out_features=self.vocab.size,
-                                readout="per_step")
+                                readout="per_step", causal=True)
 
   @classmethod
   def from_config(cls, cfg: Any) -> "CharLMTask":
@@ -230,17 +230,6 @@ class CharLMTask:
     return loss, {"loss": loss, "bpc": loss / math.log(2.0)}
 
   # -- optional hooks (rnnlab.tasks.base)
-
-  def build_model(self, config: Any) -> Any:
-    """The default RNNModel (embedding -> stacked RNN -> per-step readout), unidirectional only."""
-    from rnnlab import models  # local: keeps the task registry free of flax
-    m = config.model
-    if m.bidirectional:
-      raise ConfigError("config.model.bidirectional=True is not allowed for task charlm: a "
-                        "language model must not read the characters it predicts")
-    encoder = models.encoder_from_config(m, bidirectional=False)
-    return models.RNNModel(encoder, out_features=self.vocab.size, readout="per_step",
-                           vocab_size=self.vocab.size, embed_size=m.embed_size)
 
   def evaluate(self, model: Any, params: Any, batch: dict[str, Array]) -> dict[str, Array]:
     """Loss and bpc on the validation windows named by `batch` (see `validation_batch`)."""

@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnlab.errors import ConfigError
 from rnnlab.tasks.base import ModelSpec
 
 Array = jax.Array
@@ -113,8 +112,6 @@ class TranslationTask:
   higher_is_better = True
   baseline = 0.0
   baseline_of = "exact_match"
-  model_spec = ModelSpec(vocab_size=len(SOURCE_VOCAB), out_features=len(TARGET_VOCAB),
-                         readout="per_step")
 
   def __init__(self, length: int = 12, min_length: int = 1, solved_threshold: float = 0.99):
     if not 1 <= length <= MAX_DIGITS:
@@ -126,6 +123,9 @@ class TranslationTask:
     self.max_time = length
     self.groups = math.ceil(length / 3)
     self.target_time = WORDS_PER_GROUP * self.groups + 1
+    self.model_spec = ModelSpec(vocab_size=len(SOURCE_VOCAB), out_features=len(TARGET_VOCAB),
+                                readout="per_step", architecture="seq2seq",
+                                max_target_len=self.target_time, special_tokens=(BOS, EOS, PAD))
     self.source_lengths = tuple(range(self.min_length, length + 1))
 
   @classmethod
@@ -201,26 +201,6 @@ class TranslationTask:
     return {"token_accuracy": token_accuracy, "exact_match": jnp.mean(exact)}
 
   # -- optional hooks (rnnlab.tasks.base)
-
-  def build_model(self, config: Any) -> Any:
-    """`rnnlab.seq2seq.Seq2Seq` from config.model (attention: model.attention)."""
-    from rnnlab import models, seq2seq  # local: keeps the task registry free of flax
-    m = config.model
-    attention = m.get("attention", "none")
-    if attention not in seq2seq.ATTENTION_KINDS:
-      raise ConfigError(f"config.model.attention={attention!r} is not allowed; choose one of: "
-                        f"{', '.join(seq2seq.ATTENTION_KINDS)}")
-    if m.get("residual", False) or m.get("norm", "none") != "none":
-      raise ConfigError("config.model.residual and config.model.norm are not offered for task "
-                        "translation (its decoder is a plain stack); set residual=False, "
-                        "norm=none")
-    options = models.cell_options_from_config(m)
-    return seq2seq.Seq2Seq(
-        src_vocab=len(SOURCE_VOCAB), tgt_vocab=len(TARGET_VOCAB),
-        max_target_len=self.target_time, cell=m.cell, hidden_size=m.hidden_size,
-        num_layers=m.num_layers, bidirectional=m.bidirectional, attention=attention,
-        attention_size=m.get("attention_size", m.hidden_size), embed_size=m.embed_size,
-        dropout_rate=m.dropout_rate, cell_options=options, bos=BOS, eos=EOS, pad=PAD)
 
   def forward(self, model: Any, params: Any, batch: dict[str, Array], deterministic: bool,
               rngs: dict[str, Array]) -> Array:

@@ -1,0 +1,224 @@
+"""Launchers for sweeps: the points of `rnnlab.studies.sweep` as submitit jobs, locally or on Slurm.
+
+`launch_sweep` makes and validates every point (before anything is submitted), writes sweep.json,
+skips the finished points (`sweep.status`) and submits the others as one job array:
+
+  * "slurm": one array task per point (`sbatch --array=0-N%parallelism`), resources from
+    `Resources`, logs in base_workdir/submitit/. It returns at once with the job ids; the table
+    is rebuilt by `sweep.merge(base_workdir)` (`experiments.sweep --merge`) when they are done.
+  * "local": the pending points split into at most `Resources.local_parallelism` jobs (every
+    k-th point, as `sweep.shard`), each a local process (submitit's LocalExecutor) that runs its
+    points one after another; it waits for them and merges the table.
+
+A job is `run_job(specs)`: a top-level function of plain data (each point's name, overrides,
+workdir and resolved config as a dict), so it pickles without Flax or JAX objects. Each point
+is an ordinary run in its workdir (`sweep.run_point`), so a job that was killed or timed out
+resumes its point from the latest checkpoint when the sweep is launched again, and the table is
+built by the same code as an in-process sweep: it is the same table.
+
+Jobs inherit the environment of the process that submits them (LocalExecutor starts them with
+it; sbatch exports it by default): JAX_PLATFORMS, XLA_FLAGS and the compilation cache are set
+in a job exactly when they are set in the launching shell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from types import ModuleType
+from typing import Any, Sequence
+
+import ml_collections
+
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.studies import sweep
+
+LAUNCHERS = ("inline", "local", "slurm")
+SUBMITIT_DIR = "submitit"  # under base_workdir: pickled jobs, sbatch files, logs
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+  """What each job asks for.
+
+  Attributes:
+    partition: Slurm partition (None: the cluster's default).
+    time_min: wall-time limit of one job, in minutes (Slurm and local).
+    cpus_per_task: CPU cores per job (Slurm).
+    gpus_per_node: GPUs per job (Slurm; 0 for CPU-only runs).
+    mem_gb: memory per job in GB (None: the partition's default).
+    array_parallelism: at most this many array tasks run at once (Slurm).
+    local_parallelism: at most this many local processes (the points are split among them).
+    job_name: the Slurm job name.
+  """
+
+  partition: str | None = None
+  time_min: int = 60
+  cpus_per_task: int = 4
+  gpus_per_node: int = 0
+  mem_gb: float | None = None
+  array_parallelism: int = 16
+  local_parallelism: int = 2
+  job_name: str = "rnnlab-sweep"
+
+  def check(self) -> None:
+    """ConfigError naming the flag of the first bad value."""
+    for flag, value, low in [("slurm_time_min", self.time_min, 1),
+                             ("slurm_cpus_per_task", self.cpus_per_task, 1),
+                             ("slurm_gpus_per_node", self.gpus_per_node, 0),
+                             ("slurm_array_parallelism", self.array_parallelism, 1),
+                             ("local_parallelism", self.local_parallelism, 1)]:
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"--{flag} must be an integer >= {low}, got {value!r}")
+    if self.mem_gb is not None and not self.mem_gb > 0:
+      raise ConfigError(f"--slurm_mem_gb must be > 0, got {self.mem_gb!r}")
+
+
+@dataclasses.dataclass
+class Launched:
+  """What `launch_sweep` did.
+
+  Attributes:
+    submitted: names of the points submitted (the finished ones are not).
+    job_ids: one submitit job id per job ("1234_0", ... on Slurm).
+    rows: the merged table rows (local, or nothing to submit); None while Slurm jobs run.
+    merge_command: the command that rebuilds the table once Slurm jobs are done.
+  """
+
+  submitted: list[str]
+  job_ids: list[str]
+  rows: list[dict[str, Any]] | None
+  merge_command: str
+
+
+def require_submitit() -> ModuleType:
+  """The submitit module, or a RnnlabError saying how to install it."""
+  try:
+    import submitit  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise RnnlabError("--launcher=local and --launcher=slurm need submitit: "
+                      "pip install submitit") from None
+  return submitit
+
+
+def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
+  """A submitit executor ("local" or "slurm") that writes its files under `folder`."""
+  if launcher not in ("local", "slurm"):
+    raise ConfigError(f"--launcher={launcher!r} does not submit jobs; choose local or slurm")
+  resources.check()
+  submitit = require_submitit()
+  try:
+    executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
+  except RuntimeError as e:  # no `srun` on PATH: not on a Slurm cluster
+    raise RnnlabError(f"--launcher=slurm: {e} Run it where sbatch and srun work (a login "
+                      "node), or use --launcher=local") from None
+  params: dict[str, Any] = dict(name=resources.job_name, timeout_min=resources.time_min)
+  if launcher == "slurm":
+    params.update(cpus_per_task=resources.cpus_per_task,
+                  gpus_per_node=resources.gpus_per_node,
+                  slurm_array_parallelism=resources.array_parallelism)
+    if resources.partition:
+      params["slurm_partition"] = resources.partition
+    if resources.mem_gb is not None:
+      params["mem_gb"] = resources.mem_gb
+  executor.update_parameters(**params)
+  return executor
+
+
+def job_spec(point: sweep.Point) -> dict[str, Any]:
+  """A point as plain data (JSON-able) for a job."""
+  return {"name": point.name, "overrides": [[k, v] for k, v in point.overrides],
+          "workdir": point.workdir, "config": json.loads(json.dumps(point.config.to_dict()))}
+
+
+def run_job(specs: Sequence[dict[str, Any]]) -> list[str]:
+  """The body of one job: runs its points one after another (each resumes from its checkpoints,
+  a finished one is skipped). Returns "ran" or "skipped" per point."""
+  done = []
+  for spec in specs:
+    point = sweep.Point(spec["name"], tuple((k, v) for k, v in spec["overrides"]),
+                        spec["workdir"], ml_collections.ConfigDict(spec["config"]))
+    done.append("skipped" if sweep.run_point(point) is None else "ran")
+  return done
+
+
+def job_groups(points: Sequence[sweep.Point], launcher: str, resources: Resources
+               ) -> list[list[sweep.Point]]:
+  """The points of each job: one per point on Slurm; at most `local_parallelism` jobs locally."""
+  if not points:
+    return []
+  if launcher == "slurm":
+    return [[p] for p in points]
+  num_jobs = min(len(points), resources.local_parallelism)
+  return [sweep.shard(points, num_jobs, i) for i in range(num_jobs)]
+
+
+def pending_points(points: Sequence[sweep.Point]) -> list[sweep.Point]:
+  """The points not finished. A finished one must hold a run of its own config (ConfigError
+  otherwise, as in an in-process sweep)."""
+  from rnnlab.training import train  # pylint: disable=import-outside-toplevel
+
+  pending = []
+  for point in points:
+    if sweep.status(point) == "finished":
+      train.prepare_workdir(point.config, point.workdir, write=False)
+    else:
+      pending.append(point)
+  return pending
+
+
+def _wait(jobs: Sequence[Any], groups: Sequence[Sequence[sweep.Point]]) -> None:
+  """Waits for every local job; RnnlabError naming the points and logs of the failed ones."""
+  submitit = require_submitit()
+  failed = []
+  for job, group in zip(jobs, groups):
+    try:
+      job.result()
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+      last = [line for line in str(e).splitlines() if line.strip()]
+      failed.append(f"{', '.join(p.name for p in group)} (job {job.job_id}: "
+                    f"{last[-1] if last else 'no error message'}; log {job.paths.stderr})")
+  if failed:
+    raise RnnlabError(f"{len(failed)} of {len(jobs)} sweep jobs failed: " + "; ".join(failed)
+                      + ". Fix the cause and launch the sweep again: finished points are "
+                      "skipped and the others resume from their checkpoints.")
+
+
+def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],
+                 base_workdir: str, launcher: str, resources: Resources = Resources(),
+                 executor: Any = None) -> Launched:
+  """Submits the sweep's unfinished points as jobs through submitit.
+
+  Every point is made and validated first (ConfigError before anything is submitted). "local"
+  waits for the jobs and writes the table; "slurm" returns after submission (rows is None).
+  `executor` replaces the one `make_executor` would build (tests).
+  """
+  if launcher not in ("local", "slurm"):
+    raise ConfigError(f"unknown --launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+  resources.check()
+  require_submitit()
+  points = sweep.make_points(config, overrides_list, base_workdir)
+  axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
+  os.makedirs(base_workdir, exist_ok=True)
+  sweep.write_manifest(base_workdir, points, axes)
+  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
+  pending = pending_points(points)
+  groups = job_groups(pending, launcher, resources)
+  if not groups:
+    return Launched([], [], sweep.merge(base_workdir), merge_command)
+  if executor is None:
+    executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
+  specs = [[job_spec(p) for p in group] for group in groups]
+  submitit = require_submitit()
+  try:
+    jobs = executor.map_array(run_job, specs)
+  except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
+    raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
+  submitted = [p.name for p in pending]
+  job_ids = [str(job.job_id) for job in jobs]
+  if launcher == "slurm":
+    sweep.merge(base_workdir)  # the table as it stands: the submitted points are not run yet
+    return Launched(submitted, job_ids, None, merge_command)
+  _wait(jobs, groups)
+  return Launched(submitted, job_ids, sweep.merge(base_workdir), merge_command)

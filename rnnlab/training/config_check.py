@@ -1,0 +1,96 @@
+"""Validation of a resolved config, once, before anything is compiled.
+
+Every message names the key, the bad value and what is allowed, so a typo on the command line
+costs seconds, not a compilation and a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnlab import tasks
+from rnnlab.core import cells
+from rnnlab.errors import ConfigError
+
+
+def _positive_int(config: Any, key: str) -> None:
+  value = _lookup(config, key)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+
+
+def _non_negative(config: Any, key: str) -> None:
+  value = _lookup(config, key)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    raise ConfigError(f"config.{key} must be a number >= 0, got {value!r}")
+
+
+def _one_of(config: Any, key: str, allowed: list[str]) -> None:
+  value = _lookup(config, key)
+  if value not in allowed:
+    raise ConfigError(f"config.{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _lookup(config: Any, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{key} is missing; start from configs/base.py")
+    node = node[part]
+  return node
+
+
+def validate(config: Any) -> None:
+  """Raises ConfigError naming the first bad key."""
+  _one_of(config, "model.cell", cells.names())
+  _one_of(config, "task.name", tasks.names())
+  for key in ("model.hidden_size", "model.num_layers", "task.length", "train.num_steps",
+              "train.batch_size", "train.num_seeds", "train.log_every", "train.eval_every",
+              "train.eval_batches", "train.eval_batch_size", "train.checkpoint_every",
+              "train.keep_checkpoints"):
+    _positive_int(config, key)
+  for key in ("train.learning_rate", "train.weight_decay", "train.grad_clip",
+              "train.warmup_steps", "model.dropout_rate", "task.min_length"):
+    if _has(config, key):
+      _non_negative(config, key)
+  if _lookup(config, "train.learning_rate") == 0:
+    raise ConfigError("config.train.learning_rate must be > 0")
+  if not 0.0 <= _lookup(config, "model.dropout_rate") < 1.0:
+    raise ConfigError("config.model.dropout_rate must be in [0, 1)")
+  if _lookup(config, "task.min_length") > _lookup(config, "task.length"):
+    raise ConfigError(
+        f"config.task.min_length={config.task.min_length} exceeds "
+        f"config.task.length={config.task.length}; min_length must be <= length (0: fixed length)")
+  _one_of(config, "train.optimizer", ["adam", "adamw"])
+  _one_of(config, "train.schedule", ["constant", "warmup_cosine"])
+  _one_of(config, "train.on_nonfinite", ["stop", "skip"])
+  # Cell options are checked whatever the cell, so a typo never hides until the cell changes.
+  for key, allowed in (("model.activation", ["tanh", "relu"]),
+                       ("model.input_init", ["glorot", "lecun"]),
+                       ("model.recurrent_init", ["orthogonal", "identity", "glorot"]),
+                       ("model.init", ["standard", "chrono"]),
+                       ("model.norm", ["none", "layer", "rms"]),
+                       ("model.scan_method", ["sequential", "associative", "auto"])):
+    if _has(config, key):
+      _one_of(config, key, allowed)
+  if _has(config, "model.residual") and not isinstance(_lookup(config, "model.residual"), bool):
+    raise ConfigError(f"config.model.residual must be true or false, got "
+                      f"{_lookup(config, 'model.residual')!r}")
+  model = config.model
+  try:
+    from rnnlab import models  # local: models imports flax, keep this module light
+    models.make_cell(model.cell, model.to_dict())
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from None
+  try:
+    tasks.get(config.task)
+  except ValueError as e:
+    raise ConfigError(f"config.task: {e}") from None
+
+
+def _has(config: Any, key: str) -> bool:
+  try:
+    _lookup(config, key)
+    return True
+  except ConfigError:
+    return False

@@ -1,0 +1,48 @@
+"""Workdirs written by rnnlab before the package moved into its wings (commit 671927f) still load,
+evaluate to the numbers they recorded, and the same config trains to byte-identical metrics.
+
+Fixtures: tests/fixtures/workdirs_671927f/{copy_lstm, adding_gru_bi}, made on the 2-core CPU
+by `python -m experiments.train` at 671927f with the configs they hold (TensorBoard events left out).
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from rnnlab.training import evaluation, train
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "workdirs_671927f")
+NAMES = ["copy_lstm", "adding_gru_bi"]
+TIMING = ("steps_per_sec", "wall_time_sec")
+
+
+def _rows(path):
+  with open(path) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_old_workdir_evaluates_to_its_recorded_metrics(name, tmp_path):
+  workdir = str(tmp_path / name)
+  shutil.copytree(os.path.join(FIXTURES, name), workdir)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    final = json.load(f)["final"]
+  metrics = evaluation.evaluate_workdir(workdir)
+  per_seed = final.pop("eval_per_seed", {})
+  assert final
+  for key, value in final.items():
+    assert metrics[key.removeprefix("eval_")] == pytest.approx(value, rel=1e-6), key
+  for key, values in per_seed.items():
+    assert metrics[f"{key}_per_seed"] == pytest.approx(values, rel=1e-6), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_config_trains_to_byte_identical_metrics(name, tmp_path):
+  config = train.load_config(os.path.join(FIXTURES, name))
+  workdir = str(tmp_path / name)
+  train.train_and_evaluate(config, workdir)
+  got = _rows(os.path.join(workdir, "metrics.jsonl"))
+  want = _rows(os.path.join(FIXTURES, name, "metrics.jsonl"))
+  assert got == want
