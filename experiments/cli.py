@@ -19,6 +19,8 @@ class _DropLibraryChatter(py_logging.Filter):
   their message stays, and the run ends with rnnlab's one-line error naming the directory."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
+    if "xla_bridge" in record.pathname and "Unable to initialize backend" in record.getMessage():
+      return False  # JAX probing for TPU/GPU plugins this machine has not got
     if record.name == "asyncio":  # orbax's abandoned futures: "exception was never retrieved"
       record.exc_info, record.exc_text = None, None
       return True

@@ -1,23 +1,19 @@
-r"""The comparison study: vanilla/LSTM/GRU x uni/bidirectional x copy/adding x lengths.
-
-Also the long-delay study (configs/horizon.py: chrono and IRNN beside the classic and the
-parallel-in-time cells at copy T up to 1000, adding T up to 1000), which writes horizon.md.
+r"""The memory study: cells x directions x tasks x lengths, every point a resumable sweep run.
 
   python -m experiments.compare --config=configs/compare.py --workdir=/tmp/compare
-  python -m experiments.compare --config=configs/compare.py:quick --workdir=/tmp/cq \
-      --results_dir=/tmp/cq/results                           # a tiny grid, under a minute
+  python -m experiments.compare --config=configs/quickstart.py --workdir=/tmp/quickstart
+  python -m experiments.compare --config=configs/horizon.py --workdir=/tmp/horizon
   python -m experiments.compare --config=configs/compare.py --workdir=/tmp/compare \
       --from_workdirs                                         # report only, no training
-  python -m experiments.compare --config=configs/compare.py --seeds_speedup \
-      --config.model.cell=lstm --config.task.name=copy --config.task.length=50
 
-Each grid point trains in WORKDIR/<point> (finished points are skipped, interrupted ones resume)
-and the report goes to --results_dir: compare.md, compare.csv, compare_*.png. A subset of the
-grid is run by overriding the grid lists, e.g. --config.compare.directions=uni.
-With --seeds_speedup, instead times train.num_seeds=--num_seeds in one program against one seed
-at each --hidden_sizes and writes seeds_speedup.md to --results_dir.
+Each grid point trains in WORKDIR/<point> (finished points are skipped, interrupted ones resume),
+in --parallel worker processes (default: one per CPU core). The report (NAME.md, NAME.csv,
+NAME_*.png, NAME from config.compare.name) goes to --results_dir, by default WORKDIR itself;
+regenerating the committed report is the explicit `--results_dir=experiments/results`. A subset
+of the grid is run by overriding the grid lists, e.g. --config.compare.directions=uni.
 """
 
+import importlib.util
 import os
 import shlex
 import sys
@@ -26,51 +22,60 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from rnnlab.studies import compare, report
-from rnnlab.training import run_folder
+from rnnlab.errors import ConfigError
+from rnnlab.studies import memory_grid, memory_study
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
-                                          "configs/compare.py or configs/compare.py:quick.",
+                                          "configs/compare.py, configs/horizon.py, "
+                                          "configs/quickstart.py or a variant FILE:variant.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Base directory: one workdir per grid point.")
-_RESULTS = flags.DEFINE_string("results_dir", "experiments/results",
-                               "Where compare.md, compare.csv and the plots go.")
+_RESULTS = flags.DEFINE_string("results_dir", None,
+                               "Where NAME.md, NAME.csv and the plots go (default: --workdir).")
 _FROM_WORKDIRS = flags.DEFINE_bool("from_workdirs", False,
                                    "Rebuild the report from existing workdirs; never train.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the grid points into this many shards.")
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Train the points of this shard only.")
-_SPEEDUP = flags.DEFINE_bool("seeds_speedup", False,
-                             "Measure the seeds-in-one-program speed-up instead of the grid.")
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 8, "--seeds_speedup: seeds in one program.")
-_HIDDEN = flags.DEFINE_list("hidden_sizes", ["32", "256"], "--seeds_speedup: hidden sizes.")
-_STEPS = flags.DEFINE_integer("timed_steps", 20, "--seeds_speedup: timed steps per measurement.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "--seeds_speedup: alternating repeats.")
+_PARALLEL = flags.DEFINE_integer("parallel", os.cpu_count() or 1,
+                                 "Worker processes training the points (default: CPU cores).")
+flags.mark_flags_as_required(["workdir"])
 
 
 def _command() -> str:
   return "python -m experiments.compare " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _default_grid() -> dict:
+  """The `compare` section of the config file's default variant: the full grid, so the report
+  can name the points a run with overridden grid lists left out."""
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  if not path.endswith(".py") and ".py:" in path:
+    path = path[:path.rindex(".py:") + 3]  # FILE.py:variant -> FILE.py
+  spec = importlib.util.spec_from_file_location("_study_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().compare.to_dict()
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
-  if _SPEEDUP.value:
-    point = compare.point_config(config)
-    hidden = [int(h) for h in _HIDDEN.value]
-    results = compare.measure_seeds_speedup(point, _NUM_SEEDS.value, hidden, _STEPS.value,
-                                            _REPEATS.value)
-    run_folder.atomic_write(os.path.join(_RESULTS.value, "seeds_speedup.md"),
-                      compare.seeds_speedup_markdown(results, point, _command(), _STEPS.value,
-                                                     _REPEATS.value))
-    return
-  if _WORKDIR.value is None:
-    raise app.UsageError("--workdir is required")
-  compare.run(config, _WORKDIR.value, _RESULTS.value, _command(),
-              from_workdirs=_FROM_WORKDIRS.value,
-              default_grid=compare.default_grid(config),  # to name a declared subset
-              num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value)
-  print(os.path.join(_RESULTS.value, compare.report_files(compare.report_name(config))["md"]))
+  if "compare" not in config:
+    raise ConfigError(f"{config_flags.get_config_filename(flags.FLAGS['config'])} has no "
+                      "`compare` section (the grid); use configs/compare.py, configs/horizon.py "
+                      "or configs/quickstart.py")
+  results_dir = _RESULTS.value or _WORKDIR.value
+  try:
+    rows = memory_study.run(config, _WORKDIR.value, results_dir, _command(),
+                            from_workdirs=_FROM_WORKDIRS.value, default_grid=_default_grid(),
+                            num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
+                            parallel=_PARALLEL.value)
+  except ConfigError as e:
+    raise cli.as_flags(e, ("parallel", "num_shards", "shard_index")) from None
+  name = memory_grid.report_name(config)
+  print(memory_study.summary_text(rows))
+  print(os.path.join(results_dir, memory_grid.report_files(name)["md"]))
 
 
 if __name__ == "__main__":

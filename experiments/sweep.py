@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from rnnlab.errors import ConfigError
-from rnnlab.studies import launch, sweep
+from rnnlab.studies import launch, sweep, sweep_spec
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -69,9 +69,9 @@ def main(argv: list[str]) -> None:
       raise ConfigError("--config is required (unless --merge)")
     config = _CONFIG.value
     if _SWEEP.value is not None:
-      overrides = sweep.product(sweep.parse_spec(_SWEEP.value, config))
+      overrides = sweep_spec.product(sweep_spec.parse_spec(_SWEEP.value, config))
     else:
-      overrides = sweep.from_sweep_object(_sweep_from_config_file(), config)
+      overrides = sweep_spec.from_sweep_object(_sweep_from_config_file(), config)
     if _LAUNCHER.value == "inline":
       sweep.run_sweep(config, overrides, _WORKDIR.value, _NUM_SHARDS.value, _SHARD_INDEX.value)
     else:

@@ -6,21 +6,21 @@ import pytest
 
 from configs import compare as compare_config
 from rnnlab.errors import ConfigError
-from rnnlab.studies import compare, report
+from rnnlab.studies import horizon, memory_grid, memory_report, memory_study, report, verdicts
 from rnnlab.training import train
 from tests.conftest import run_entry
 
 
 def test_default_grid_has_every_combination():
   config = compare_config.get_config()
-  overrides = compare.grid_overrides(config)
+  overrides = memory_grid.grid_overrides(config)
   assert len(overrides) == 3 * 2 * (4 + 4)
   as_dicts = [dict(o) for o in overrides]
-  assert {d["task.length"] for d in as_dicts if d["task.name"] == "copy"} == {10, 50, 100, 200}
+  assert {d["task.length"] for d in as_dicts if d["task.name"] == "copy"} == {10, 20, 50, 100}
   assert {d["task.length"] for d in as_dicts if d["task.name"] == "adding"} == {50, 100, 200, 400}
   assert {(d["model.cell"], d["model.bidirectional"]) for d in as_dicts} == {
       (c, b) for c in ("vanilla", "lstm", "gru") for b in (False, True)}
-  point = compare.point_config(config)
+  point = memory_grid.point_config(config)
   assert "compare" not in point and point.train.num_seeds == 3
   assert "compare" in config  # the study's config keeps its grid
 
@@ -36,7 +36,7 @@ def test_bad_grid_is_rejected_before_training(tmp_path, key, value, message):
   config = compare_config.get_config("quick")
   config.compare[key] = value
   with pytest.raises(ConfigError, match=message):
-    compare.make_points(config, str(tmp_path))
+    memory_grid.make_points(config, str(tmp_path))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def quick_study(tmp_path_factory):
   config = compare_config.get_config("quick")
   config.compare.cells = "gru"  # 2 points: one per task, a few seconds each
   results = str(base / "results")
-  rows = compare.run(config, str(base / "runs"), results, "python -m experiments.compare TEST",
+  rows = memory_study.run(config, str(base / "runs"), results, "python -m experiments.compare TEST",
                      default_grid=compare_config.get_config().compare.to_dict())
   return dict(base=base, config=config, results=results, rows=rows)
 
@@ -60,7 +60,8 @@ def test_quick_study_end_to_end(quick_study):
   assert rows[0]["baseline"] == pytest.approx(10 * 2.0794415 / 25, rel=1e-5)
   assert rows[1]["baseline"] == pytest.approx(1 / 6)
   assert sorted(os.listdir(results)) == ["compare.csv", "compare.md", "compare_adding_curves.png",
-                                         "compare_copy_curves.png", "compare_horizon.png"]
+                                         "compare_copy_curves.png", "compare_horizon.png",
+                                         "compare_horizon_bars.png"]
   md = open(os.path.join(results, "compare.md")).read()
   for text in ("python -m experiments.compare TEST", "CPU cores", "at most 20 steps",
                "2 seeds per point trained as one program", "declared subset",
@@ -71,23 +72,23 @@ def test_quick_study_end_to_end(quick_study):
   assert float(csv_rows[1]["metric_mean"]) == pytest.approx(rows[1]["metric_mean"])
 
 
-def test_rebuild_from_workdirs_gives_the_same_table(quick_study):
+def test_rebuild_from_workdirs_gives_the_same_files(quick_study):
   results = quick_study["results"]
-  csv = open(os.path.join(results, "compare.csv")).read()
-  os.remove(os.path.join(results, "compare.csv"))
-  rows = compare.run(quick_study["config"], str(quick_study["base"] / "runs"), results,
-                     "rebuild", from_workdirs=True)
-  assert open(os.path.join(results, "compare.csv")).read() == csv
+  before = {name: open(os.path.join(results, name)).read() for name in ("compare.csv", "compare.md")}
+  for name in before:
+    os.remove(os.path.join(results, name))
+  rows = memory_study.run(quick_study["config"], str(quick_study["base"] / "runs"), results,
+                          "rebuild", from_workdirs=True)
   assert len(rows) == 2
-  assert "Report rebuilt from the workdirs by: `rebuild`" in open(
-      os.path.join(results, "compare.md")).read()
+  for name, text in before.items():
+    assert open(os.path.join(results, name)).read() == text, name
 
 
 def test_finished_points_are_skipped(quick_study):
   runs = quick_study["base"] / "runs"
   summaries = sorted(str(p) for p in runs.glob("*/summary.json"))
   stamps = [os.path.getmtime(p) for p in summaries]
-  compare.run(quick_study["config"], str(runs), quick_study["results"], "again")
+  memory_study.run(quick_study["config"], str(runs), quick_study["results"], "again")
   assert [os.path.getmtime(p) for p in summaries] == stamps
 
 
@@ -106,27 +107,16 @@ def test_literature_verdicts():
           _row("copy", 10, "lstm", "uni", 1.0, solved=3), _row("copy", 50, "lstm", "uni", 0.4),
           _row("adding", 50, "lstm", "uni", 0.002, solved=3),
           _row("adding", 400, "vanilla", "uni", 0.16)]
-  text = "\n".join(compare.literature_verdicts(rows))
+  text = "\n".join(verdicts.literature_verdicts(rows))
   assert "stalls at the copy baseline" in text and "**agrees**" in text
   assert "LSTM and GRU solve short/medium copy delays" in text and "**partly agrees**" in text
   assert "MSE < 0.01 for moderate T" in text
-  assert compare.literature_verdicts([]) == ["No finished points yet: nothing to compare."]
-
-
-def test_seeds_speedup_markdown():
-  config = compare.point_config(compare_config.get_config())
-  results = [{"hidden": 32, "num_seeds": 8, "sec_per_step_1": 0.01, "sec_per_step_s": 0.02,
-              "compile_sec_1": 3.0, "compile_sec_s": 4.0, "speedup": 4.0,
-              "all_sec_per_step_1": [0.01], "all_sec_per_step_s": [0.02]}]
-  md = compare.seeds_speedup_markdown(results, config, "python -m experiments.compare X", 20, 1)
-  assert "`python -m experiments.compare X`" in md
-  assert "| 32 | 10 | 80 | 20 | 4 | 3 | 4 |" in md
+  assert verdicts.literature_verdicts([]) == ["No finished points yet: nothing to compare."]
 
 
 def test_entry_point_bad_grid_is_one_line(tmp_path):
   result = run_entry("experiments.compare", "--config=configs/compare.py:quick",
-                     "--config.compare.directions=sideways", f"--workdir={tmp_path}/c",
-                     f"--results_dir={tmp_path}/r")
+                     "--config.compare.directions=sideways", f"--workdir={tmp_path}/c")
   assert result.returncode == 1
   assert "error: config.compare.directions: 'sideways'" in result.stderr
   assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "c")
@@ -134,35 +124,54 @@ def test_entry_point_bad_grid_is_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- long-delay study
 
-def test_cell_variants_in_the_grid():
-  from configs import horizon
-  config = horizon.get_config()
-  overrides = [dict(ov) for ov in compare.grid_overrides(config)]
-  assert len(overrides) == 9 * (3 + 4)
+def test_cell_variants_and_per_variant_overrides_in_the_grid():
+  from configs import horizon as horizon_config
+  config = horizon_config.get_config()
+  overrides = [dict(ov) for ov in memory_grid.grid_overrides(config)]
+  assert len(overrides) == 6 * (3 + 3)
   chrono = [o for o in overrides if o.get("model.init") == "chrono"]
   assert {o["model.cell"] for o in chrono} == {"lstm", "gru"}
   # T_max is the point's sequence length: copy T + 20, adding T.
   assert {(o["task.name"], o["task.length"], o["model.chrono_t_max"]) for o in chrono
           if o["model.cell"] == "lstm"} == {
-              ("copy", 200, 220.0), ("copy", 500, 520.0), ("copy", 1000, 1020.0),
-              ("adding", 400, 400.0), ("adding", 600, 600.0), ("adding", 750, 750.0),
-              ("adding", 1000, 1000.0)}
+              ("copy", 100, 120.0), ("copy", 200, 220.0), ("copy", 500, 520.0),
+              ("adding", 200, 200.0), ("adding", 400, 400.0), ("adding", 750, 750.0)}
   assert all(o["task.solved_threshold"] == 1.0 for o in overrides if o["task.name"] == "copy")
   assert all("task.solved_threshold" not in o for o in overrides if o["task.name"] == "adding")
-  assert compare.cell_label(chrono[0]) == "lstm:chrono"
-  assert compare.cell_label({"model.cell": "gru"}) == "gru"
-  assert compare.report_name(config) == "horizon"
-  assert compare.default_grid(config)["cells"] == config.compare.cells
+  # Per-variant settings: the task's budget for every point, IRNN's own optimiser.
+  assert {o["train.num_steps"] for o in overrides if o["task.name"] == "copy"} == {10000}
+  assert {o["train.num_steps"] for o in overrides if o["task.name"] == "adding"} == {8000}
+  irnn = [o for o in overrides if o["model.cell"] == "irnn"]
+  assert irnn and all(o["train.optimizer"] == "sgd" and o["train.learning_rate"] == 1e-4
+                      for o in irnn)
+  assert all("train.optimizer" not in o for o in overrides if o["model.cell"] != "irnn")
+  assert memory_grid.cell_label(chrono[0]) == "lstm:chrono"
+  assert memory_grid.cell_label({"model.cell": "gru"}) == "gru"
+  assert memory_grid.report_name(config) == "horizon"
+  # Point names come from the grid axes alone: a budget is not part of a workdir's path.
+  names = memory_grid.point_names(memory_grid.grid_overrides(config))
+  assert names[0] == "task=copy,T=100,cell=irnn,bidir=false,solved_threshold=1.0"
+  assert not any("steps" in n or "optimizer" in n for n in names)
   # The comparison study's points keep their names (no init keys without a variant).
   assert all("model.init" not in dict(ov)
-             for ov in compare.grid_overrides(compare_config.get_config()))
+             for ov in memory_grid.grid_overrides(compare_config.get_config()))
+
+
+def test_bad_variant_override_is_a_config_error(tmp_path):
+  config = compare_config.get_config("quick")
+  config.compare.overrides.gru = "train.learning_rate=1e-3,3e-3"
+  with pytest.raises(ConfigError, match="one value per key"):
+    memory_grid.make_points(config, str(tmp_path))
+  config.compare.overrides.gru = "train.learning_rat=1e-3"
+  with pytest.raises(ConfigError, match="unknown config key 'train.learning_rat'"):
+    memory_grid.make_points(config, str(tmp_path))
 
 
 def test_bad_cell_variant_is_a_config_error(tmp_path):
   config = compare_config.get_config("quick")
   config.compare.cells = "lstm:warm"
   with pytest.raises(ConfigError, match="'lstm:warm' has init 'warm'"):
-    compare.make_points(config, str(tmp_path))
+    memory_grid.make_points(config, str(tmp_path))
 
 
 def test_horizon_study_writes_its_own_report(tmp_path):
@@ -175,9 +184,9 @@ def test_horizon_study_writes_its_own_report(tmp_path):
   config.compare.tasks = "copy"
   config.compare.copy_solved_threshold = 1.0
   results = str(tmp_path / "results")
-  rows = compare.run(config, str(tmp_path / "runs"), results, "TEST")
+  rows = memory_study.run(config, str(tmp_path / "runs"), results, "TEST")
   assert sorted(os.listdir(results)) == ["horizon.csv", "horizon.md", "horizon_copy_curves.png",
-                                         "horizon_horizon.png"]
+                                         "horizon_horizon.png", "horizon_horizon_bars.png"]
   assert [(r["cell"], r["length"], r["status"]) for r in rows] == [("gru:chrono", 5, "finished")]
   saved = train.load_config(rows[0]["workdir"])
   assert saved.model.init == "chrono" and saved.model.chrono_t_max == 25.0
@@ -192,7 +201,7 @@ def test_horizon_verdicts_and_literature_column():
           _row("adding", 600, "gru", "uni", 0.004, solved=3),
           dict(task="adding", length=600, cell="irnn", direction="uni", status="diverged",
                diverged_at=122, steps=122)]
-  text = "\n".join(compare.horizon_verdicts(rows))
+  text = "\n".join(verdicts.horizon_verdicts(rows))
   assert "copy T=1000: solved by none; clearly below the chance baseline but not solved: " \
          "lstm:chrono; at the baseline: lstm." in text
   assert "Literature lstm on copy T=1000: loss 0.0204" in text
@@ -200,6 +209,52 @@ def test_horizon_verdicts_and_literature_column():
   assert ("chrono has the lower final loss in 1 of 1 pairs; in the 1 pairs where either run "
           "left the chance baseline, in 1.") in text
   assert "irnn adding T=600 at step 122" in text
-  md = "\n".join(compare._task_section("adding", rows[2:]))
+  md = "\n".join(memory_report._task_section("adding", rows[2:]))
   assert "literature (same task)" in md and "MSE 5.3e-5 (Bai et al. 2018)" in md
   assert "| diverged |" in md and "diverged at step 122" in md
+
+
+# ----------------------------------------------------------------------------- memory horizon
+
+def _horizon_row(task, length, cell, solved, seeds=3, steps_to_solve=(), steps=1000, wall=100.0,
+                 status="finished", direction="uni"):
+  return dict(task=task, length=length, cell=cell, direction=direction, status=status,
+              solved_seeds=solved, num_seeds=seeds, steps=steps, wall_time_sec=wall,
+              steps_to_solve=list(steps_to_solve) + [-1] * (seeds - len(steps_to_solve)))
+
+
+def test_memory_horizon_is_the_longest_length_two_of_three_seeds_solve():
+  rows = [_horizon_row("copy", 10, "lstm", 3, steps_to_solve=[500, 750, 1000], steps=1000),
+          _horizon_row("copy", 20, "lstm", 2, steps_to_solve=[1500, 2500], steps=4000, wall=400),
+          _horizon_row("copy", 50, "lstm", 1, steps_to_solve=[3000], steps=4000),  # 1 of 3: no
+          _horizon_row("copy", 10, "vanilla", 0),
+          _horizon_row("copy", 100, "gru", 0, status="partial"),
+          _horizon_row("copy", 10, "gru", 3, steps_to_solve=[250, 250, 500], steps=500, wall=50)]
+  got = {h["cell"]: h for h in horizon.memory_horizons(rows)}
+  assert got["lstm"]["horizon"] == 20
+  assert (got["lstm"]["steps_median"], got["lstm"]["steps_min"], got["lstm"]["steps_max"]) == (
+      2000.0, 1500, 2500)
+  assert got["lstm"]["wall_to_solve_sec"] == pytest.approx(400 * 2000 / 4000)
+  assert got["lstm"]["lengths_run"] == [10, 20, 50] and got["lstm"]["unfinished"] == []
+  assert got["vanilla"]["horizon"] is None and got["vanilla"]["steps_median"] is None
+  assert got["gru"]["horizon"] == 10 and got["gru"]["unfinished"] == [100]
+  md = memory_report.horizon_markdown(horizon.memory_horizons(rows))
+  assert "| copy | lstm | uni | T=20 | 2000 [1500-2500] | 200 | 10, 20, 50 |" in md
+  assert "| copy | vanilla | uni | none solved | - | - | 10 |" in md
+  assert "| copy | gru | uni | T=10 (T=100 unfinished) | 250 [250-500] | 25 | 10 |" in md
+
+
+def test_two_of_three_seeds_rule():
+  assert horizon.solved_enough(dict(num_seeds=3, solved_seeds=2))
+  assert not horizon.solved_enough(dict(num_seeds=3, solved_seeds=1))
+  assert horizon.solved_enough(dict(num_seeds=1, solved_seeds=1))
+  assert not horizon.solved_enough(dict(num_seeds=2, solved_seeds=1))
+  assert not horizon.solved_enough(dict(num_seeds=0, solved_seeds=0))
+
+
+def test_quick_study_report_has_the_horizon_table(quick_study):
+  md = open(os.path.join(quick_study["results"], "compare.md")).read()
+  assert "## Memory horizon" in md
+  table = md[md.index("## Memory horizon"):]
+  assert "| copy | gru | uni | none solved |" in table
+  assert "| adding | gru | uni | none solved |" in table

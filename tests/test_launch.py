@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.studies import launch, sweep
+from rnnlab.studies import launch, sweep, sweep_spec
 from rnnlab.training import train
 from tests.conftest import ROOT, tiny_config
 
@@ -45,7 +45,7 @@ def launched(tmp_path_factory):
   pytest.importorskip("submitit")
   tmp = tmp_path_factory.mktemp("launch")
   config = _config()
-  overrides = sweep.product(sweep.parse_spec("train.learning_rate=1e-3,3e-3", config))
+  overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,3e-3", config))
   inline_rows = sweep.run_sweep(config, overrides, str(tmp / "inline"))
 
   base = str(tmp / "local")
@@ -104,7 +104,7 @@ def test_relaunch_submits_nothing(launched):
 
 def test_job_groups(tmp_path):
   config = _config()
-  points = sweep.make_points(config, sweep.product(sweep.parse_spec(
+  points = sweep.make_points(config, sweep_spec.product(sweep_spec.parse_spec(
       "model.cell=vanilla,lstm,gru;train.learning_rate=1e-3,3e-3", config)), str(tmp_path))
   slurm = launch.job_groups(points, "slurm", launch.Resources())
   assert [[p.name for p in g] for g in slurm] == [[p.name] for p in points]
@@ -114,7 +114,7 @@ def test_job_groups(tmp_path):
   assert launch.job_groups(points[:1], "local", launch.Resources(local_parallelism=4)) == [
       points[:1]]
   # A job's spec is plain JSON and rebuilds the point's config.
-  spec = json.loads(json.dumps(launch.job_spec(points[3])))
+  spec = json.loads(json.dumps(sweep.point_spec(points[3])))
   assert spec["config"]["train"]["learning_rate"] == 0.003 and spec["name"] == points[3].name
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.studies import sweep
+from rnnlab.studies import sweep, sweep_spec, sweep_table
 from rnnlab.training import train
 from tests.conftest import run_entry, tiny_config
 
@@ -19,7 +19,7 @@ def _config():
 # ----------------------------------------------------------------------------- parsing
 
 def test_spec_values_take_the_type_of_the_key():
-  axes = sweep.parse_spec(
+  axes = sweep_spec.parse_spec(
       "model.cell=vanilla,lstm; train.learning_rate=1e-3,3e-3;model.bidirectional=true,False;"
       "train.num_steps=100,1e3;task.solved_threshold=0.5;", _config())
   assert axes == [("model.cell", ["vanilla", "lstm"]), ("train.learning_rate", [0.001, 0.003]),
@@ -47,11 +47,11 @@ def test_spec_values_take_the_type_of_the_key():
 ])
 def test_spec_errors_name_the_problem(spec, message):
   with pytest.raises(ConfigError, match=message):
-    sweep.parse_spec(spec, _config())
+    sweep_spec.parse_spec(spec, _config())
 
 
 def test_bad_value_is_caught_before_training(tmp_path):
-  overrides = sweep.product(sweep.parse_spec("model.cell=lstm,transformer", _config()))
+  overrides = sweep_spec.product(sweep_spec.parse_spec("model.cell=lstm,transformer", _config()))
   with pytest.raises(ConfigError, match="sweep point 'cell=transformer'.*not allowed"):
     sweep.run_sweep(_config(), overrides, str(tmp_path))
   assert not os.path.exists(tmp_path / "cell=lstm")
@@ -59,7 +59,7 @@ def test_bad_value_is_caught_before_training(tmp_path):
 
 def test_product_order_and_point_names(tmp_path):
   config = _config()
-  overrides = sweep.product(sweep.parse_spec(
+  overrides = sweep_spec.product(sweep_spec.parse_spec(
       "model.cell=vanilla,lstm,gru;train.learning_rate=1e-3,3e-3", config))
   points = sweep.make_points(config, overrides, str(tmp_path))
   assert [p.name for p in points] == [
@@ -70,7 +70,7 @@ def test_product_order_and_point_names(tmp_path):
   assert points[3].config.train.learning_rate == 0.003
   assert config.model.cell == "vanilla"  # the base config is not changed
   # Two keys with the same last component keep their full names.
-  names = [sweep.point_name(o) for o in sweep.product(
+  names = [sweep.point_name(o) for o in sweep_spec.product(
       [("model.dropout_rate", [0.1]), ("train.weight_decay", [0.0]), ("model.weight_decay", [1]),
        ("model.bidirectional", [True])])]
   assert names == ["dropout=0.1,train.weight_decay=0.0,model.weight_decay=1,bidir=true"]
@@ -78,22 +78,22 @@ def test_product_order_and_point_names(tmp_path):
 
 def test_get_sweep_forms():
   config = _config()
-  assert sweep.from_sweep_object({"model.cell": ["lstm", "gru"], "train.batch_size": [8]},
+  assert sweep_spec.from_sweep_object({"model.cell": ["lstm", "gru"], "train.batch_size": [8]},
                                  config) == [(("model.cell", "lstm"), ("train.batch_size", 8)),
                                              (("model.cell", "gru"), ("train.batch_size", 8))]
-  assert sweep.from_sweep_object([{"model.cell": "lstm"}, {"train.learning_rate": 1}],
+  assert sweep_spec.from_sweep_object([{"model.cell": "lstm"}, {"train.learning_rate": 1}],
                                  config) == [(("model.cell", "lstm"),),
                                              (("train.learning_rate", 1.0),)]
   with pytest.raises(ConfigError, match="must return"):
-    sweep.from_sweep_object("model.cell=lstm", config)
+    sweep_spec.from_sweep_object("model.cell=lstm", config)
   with pytest.raises(ConfigError, match="unknown config key"):
-    sweep.from_sweep_object({"model.size": [1]}, config)
+    sweep_spec.from_sweep_object({"model.size": [1]}, config)
 
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3, 5, 7])
 def test_shards_are_disjoint_and_cover_every_point(tmp_path, num_shards):
   config = _config()
-  overrides = sweep.product(sweep.parse_spec(
+  overrides = sweep_spec.product(sweep_spec.parse_spec(
       "model.cell=vanilla,lstm,gru;train.learning_rate=1e-3,3e-3", config))
   points = sweep.make_points(config, overrides, str(tmp_path))
   shards = [sweep.shard(points, num_shards, i) for i in range(num_shards)]
@@ -116,7 +116,7 @@ def sharded_sweep(tmp_path_factory):
   interrupted at step 5; point 0 (shard 0) never ran."""
   base = str(tmp_path_factory.mktemp("sweep"))
   config = _config()
-  overrides = sweep.product(sweep.parse_spec("train.learning_rate=1e-3,3e-3", config))
+  overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,3e-3", config))
   points = sweep.make_points(config, overrides, base)
   # An interrupted run: 5 of 10 steps done, checkpoint at 5, no summary of a finished run.
   short = points[1].config.copy_and_resolve_references()
@@ -209,12 +209,12 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
   config = _config()
   config.model.cell = "irnn"  # relu with identity recurrence: a huge step makes it overflow
   config.train.grad_clip = 0.0
-  overrides = sweep.product(sweep.parse_spec("train.learning_rate=1e9,1e-3", config))
+  overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e9,1e-3", config))
   rows = sweep.run_sweep(config, overrides, str(tmp_path))
   by_lr = {r["train.learning_rate"]: r for r in rows}
   bad, good = by_lr[1e9], by_lr[1e-3]
   assert bad["status"] == "diverged" and bad["diverged_at"] >= 0
-  assert sweep.steps_to_solve_text(bad) == f"diverged at step {bad['diverged_at']}"
+  assert sweep_table.steps_to_solve_text(bad) == f"diverged at step {bad['diverged_at']}"
   with open(os.path.join(str(tmp_path), bad["name"], sweep.DIVERGED_FILE)) as f:
     assert "non-finite" in json.load(f)["message"]
   assert good["status"] == "finished" and good["steps"] == 10

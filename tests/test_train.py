@@ -83,7 +83,7 @@ def test_evaluate_errors(tmp_path):
     ("task.length", 0, "config.task.length must be a positive integer"),
     ("task.name", "sorting", "config.task.name='sorting'"),
     ("train.batch_size", -4, "config.train.batch_size must be a positive integer"),
-    ("train.optimizer", "sgd", "choose one of: adam, adamw"),
+    ("train.optimizer", "rmsprop", "choose one of: adam, adamw, sgd"),
     ("train.learning_rate", 0.0, "learning_rate must be > 0"),
     ("model.activation", "sigmoid", "choose one of: tanh, relu"),
     ("task.min_length", 9, "min_length must be <= length"),

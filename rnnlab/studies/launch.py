@@ -24,7 +24,6 @@ in a job exactly when they are set in the launching shell.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from types import ModuleType
 from typing import Any, Sequence
@@ -126,20 +125,12 @@ def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
   return executor
 
 
-def job_spec(point: sweep.Point) -> dict[str, Any]:
-  """A point as plain data (JSON-able) for a job."""
-  return {"name": point.name, "overrides": [[k, v] for k, v in point.overrides],
-          "workdir": point.workdir, "config": json.loads(json.dumps(point.config.to_dict()))}
-
-
 def run_job(specs: Sequence[dict[str, Any]]) -> list[str]:
   """The body of one job: runs its points one after another (each resumes from its checkpoints,
   a finished one is skipped). Returns "ran" or "skipped" per point."""
   done = []
   for spec in specs:
-    point = sweep.Point(spec["name"], tuple((k, v) for k, v in spec["overrides"]),
-                        spec["workdir"], ml_collections.ConfigDict(spec["config"]))
-    done.append("skipped" if sweep.run_point(point) is None else "ran")
+    done.append("skipped" if sweep.run_point(sweep.point_from_spec(spec)) is None else "ran")
   return done
 
 
@@ -199,6 +190,7 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
   resources.check()
   require_submitit()
   points = sweep.make_points(config, overrides_list, base_workdir)
+  sweep.check_same_sweep(base_workdir, points)
   axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
   os.makedirs(base_workdir, exist_ok=True)
   sweep.write_manifest(base_workdir, points, axes)
@@ -209,7 +201,7 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
     return Launched([], [], sweep.merge(base_workdir), merge_command)
   if executor is None:
     executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
-  specs = [[job_spec(p) for p in group] for group in groups]
+  specs = [[sweep.point_spec(p) for p in group] for group in groups]
   submitit = require_submitit()
   try:
     jobs = executor.map_array(run_job, specs)

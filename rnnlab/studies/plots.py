@@ -249,3 +249,40 @@ def exploding(data: dict[str, Any], out: str) -> bool:
   _caption(fig, data)
   _save(fig, out)
   return True
+
+
+# ----------------------------------------------------------------------------- memory horizon
+
+def horizon_bars(horizons: Sequence[dict[str, Any]], out: str) -> bool:
+  """One panel per task: a bar per cell and direction at its memory horizon (the longest T
+  solved, `rnnlab.studies.horizon`), labelled with the median steps to solve there; a cell that
+  solved no T shows an empty slot marked "none"."""
+  if not horizons:
+    return False
+  plt = _pyplot()
+  tasks = list(dict.fromkeys(h["task"] for h in horizons))
+  fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    here = [h for h in horizons if h["task"] == task]
+    labels = [f"{h['cell']}\n{h['direction']}" for h in here]
+    values = [h["horizon"] or 0 for h in here]
+    bars = ax.bar(range(len(here)), values, color=[_color(h["cell"]) for h in here],
+                  hatch=None, alpha=0.85)
+    for bar, h in zip(bars, here):
+      if h["direction"] == "bi":
+        bar.set_hatch("//")
+      text = "none" if h["horizon"] is None else f"{h['steps_median']:.0f} steps"
+      ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                  ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(here)))
+    ax.set_xticklabels(labels, fontsize=7)
+    lengths = sorted({t for h in here for t in h["lengths_run"] + h["unfinished"]})
+    if lengths:
+      ax.set_yticks(lengths)
+      ax.set_ylim(0, max(lengths) * 1.15)
+    ax.set_ylabel("longest T solved (>= 2/3 of seeds)")
+    ax.set_title(f"{task}: memory horizon")
+    ax.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  _save(fig, out)
+  return True

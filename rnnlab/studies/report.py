@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from typing import Any, Callable, Sequence
 
 Row = dict[str, Any]

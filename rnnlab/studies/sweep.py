@@ -4,14 +4,12 @@ A sweep is a list of points. A point is a set of config overrides, a name made f
 workdir `base_workdir/name` in which it is an ordinary training run (`train.train_and_evaluate`),
 so every point is resumable on its own and any scheduler can run the points in parallel:
 
-    points = sweep.make_points(config, sweep.parse_spec("model.cell=lstm,gru", config), base)
+    overrides = sweep_spec.product(sweep_spec.parse_spec("model.cell=lstm,gru", config))
+    points = sweep.make_points(config, overrides, base)
     sweep.run_points(sweep.shard(points, num_shards, shard_index))   # or any launcher
-    rows = sweep.collect(points); sweep.write_table(rows, base, axes)
+    rows = sweep.collect(points); sweep_table.write_table(rows, base, axes)
 
-Spec syntax (the --sweep flag): `key=v1,v2;key2=v3,v4` -> the Cartesian product, the first key
-varying slowest. Values take the type of the config key (int, float, bool, str). A config file
-may instead define `get_sweep()` returning {key: [values]} (a product) or [{key: value}, ...]
-(an explicit list of points).
+The overrides come from `rnnlab.studies.sweep_spec` (the --sweep syntax or `get_sweep()`).
 
 Launching is pluggable: `run_points(points, run=...)` takes any function of one `Point`; a
 Slurm/submitit launcher submits `run_point(point)` per point (each is independent) and calls
@@ -23,28 +21,30 @@ sweep.md and sweep.csv (one row per point, built only from the point workdirs' f
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
-import itertools
+import hashlib
 import json
+import multiprocessing
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
-import numpy as np
 
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
-from rnnlab.studies import report
-from rnnlab.training import config_check, metrics_log, run_folder
+from rnnlab.studies import sweep_spec, sweep_table
+from rnnlab.training import config_check, run_folder
 
 MANIFEST_FILE = "sweep.json"
-TABLE_MD = "sweep.md"
-TABLE_CSV = "sweep.csv"
+TABLE_MD = sweep_table.TABLE_MD
+TABLE_CSV = sweep_table.TABLE_CSV
 SUMMARY_FILE = run_folder.SUMMARY_FILE
 CONFIG_FILE = run_folder.CONFIG_FILE
-DIVERGED_FILE = "diverged.json"  # a point whose loss became non-finite: step and message
+DIVERGED_FILE = sweep_table.DIVERGED_FILE
+MAX_NAME_BYTES = 200  # a point's directory name; leaves room below the usual 255-byte limit
 
-Overrides = tuple[tuple[str, Any], ...]
+Overrides = sweep_spec.Overrides
 
 # Short names of common keys, for point names ("cell=lstm,lr=0.001").
 _SHORT_NAMES = {
@@ -72,157 +72,6 @@ class Point:
   config: ml_collections.ConfigDict = dataclasses.field(compare=False, repr=False)
 
 
-# ----------------------------------------------------------------------------- parsing
-
-def _node_and_type(config: ml_collections.ConfigDict, key: str) -> type | None:
-  """The type of config key `key` ("a.b.c"); ConfigError if there is no such key."""
-  parts = key.split(".")
-  node = config
-  for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      where = ".".join(parts[:i]) or "the top level"
-      known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-      raise ConfigError(f"unknown config key '{key}' in the sweep: {where} has no '{part}'"
-                        + (f" (it has: {', '.join(known)})" if known else ""))
-    if i < len(parts) - 1:
-      node = node[part]
-  value = node[parts[-1]]
-  if isinstance(value, ml_collections.ConfigDict):
-    raise ConfigError(f"config key '{key}' is a section, not a value: sweep one of its keys "
-                      f"({', '.join(sorted(value.keys()))})")
-  kind = node.get_type(parts[-1])
-  return None if kind is type(None) else kind
-
-
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-
-def coerce(key: str, value: Any, kind: type | None) -> Any:
-  """`value` (a string from the command line, or a Python value) as the type `kind` of `key`."""
-  def bad(expected: str) -> ConfigError:
-    return ConfigError(f"bad value {value!r} for '{key}' in the sweep: expected {expected}")
-
-  if kind is bool:
-    if isinstance(value, bool):
-      return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-      return value.strip().lower() in _TRUE
-    raise bad("a bool (true/false)")
-  if kind is int:
-    if isinstance(value, bool):
-      raise bad("an int")
-    if isinstance(value, int):
-      return value
-    if isinstance(value, float) and value.is_integer():
-      return int(value)
-    if isinstance(value, str):
-      for conv in (int, float):  # "100", or "1e3"
-        try:
-          number = conv(value.strip())
-        except ValueError:
-          continue
-        if float(number).is_integer():
-          return int(number)
-    raise bad("an int")
-  if kind is float:
-    if isinstance(value, bool):
-      raise bad("a float")
-    if isinstance(value, (int, float)):
-      return float(value)
-    try:
-      return float(value)
-    except (TypeError, ValueError):
-      raise bad("a float") from None
-  if kind is str:
-    if not isinstance(value, str):
-      raise bad("a string")
-    return value.strip()
-  if kind is None:  # a key whose default is None with no declared type: best guess
-    if not isinstance(value, str):
-      return value
-    text = value.strip()
-    if text.lower() in _TRUE - {"1"} | _FALSE - {"0"}:
-      return text.lower() in _TRUE
-    for conv in (int, float):
-      try:
-        return conv(text)
-      except ValueError:
-        pass
-    return text
-  raise ConfigError(f"config key '{key}' has type {kind.__name__}, which a sweep cannot set "
-                    "(int, float, bool and str keys can be swept)")
-
-
-def parse_spec(spec: str, config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
-  """'model.cell=vanilla,lstm;train.learning_rate=1e-3' -> [(key, [typed values]), ...].
-
-  Raises:
-    ConfigError: a syntax error, an unknown key or a value of the wrong type, naming it.
-  """
-  syntax = "syntax: key=v1,v2;key2=v3 (e.g. 'model.cell=lstm,gru;train.learning_rate=1e-3')"
-  if not spec or not spec.strip():
-    raise ConfigError(f"empty sweep; {syntax}")
-  axes: list[tuple[str, list[Any]]] = []
-  for part in spec.split(";"):
-    part = part.strip()
-    if not part:
-      continue  # a trailing ';'
-    if "=" not in part:
-      raise ConfigError(f"bad sweep term {part!r}: no '='; {syntax}")
-    key, _, values_text = part.partition("=")
-    key = key.strip()
-    if not key or any(c.isspace() for c in key):
-      raise ConfigError(f"bad sweep term {part!r}: the key is empty or has spaces; {syntax}")
-    values = [v.strip() for v in values_text.split(",")]
-    if not values_text.strip() or any(v == "" for v in values):
-      raise ConfigError(f"bad sweep term {part!r}: an empty value; {syntax}")
-    axes.append((key, values))
-  if not axes:
-    raise ConfigError(f"empty sweep; {syntax}")
-  return typed_axes(axes, config)
-
-
-def typed_axes(axes: Iterable[tuple[str, Sequence[Any]]], config: ml_collections.ConfigDict
-               ) -> list[tuple[str, list[Any]]]:
-  """Checks the keys of `axes` and converts their values to the keys' types."""
-  out, seen = [], set()
-  for key, values in axes:
-    if key in seen:
-      raise ConfigError(f"config key '{key}' appears twice in the sweep")
-    seen.add(key)
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-      raise ConfigError(f"the sweep values of '{key}' must be a non-empty list, got {values!r}")
-    kind = _node_and_type(config, key)
-    typed = [coerce(key, v, kind) for v in values]
-    if len(set(map(repr, typed))) != len(typed):
-      raise ConfigError(f"the sweep values of '{key}' repeat: {typed}")
-    out.append((key, typed))
-  return out
-
-
-def product(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[Overrides]:
-  """The Cartesian product of the axes, the first axis varying slowest."""
-  keys = [k for k, _ in axes]
-  return [tuple(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
-
-
-def from_sweep_object(obj: Any, config: ml_collections.ConfigDict) -> list[Overrides]:
-  """The overrides of a config file's `get_sweep()`: {key: [values]} (product) or a list of
-  {key: value} dicts (explicit points)."""
-  if isinstance(obj, dict):
-    return product(typed_axes(obj.items(), config))
-  if isinstance(obj, (list, tuple)) and obj and all(isinstance(p, dict) for p in obj):
-    out = []
-    for p in obj:
-      if not p:
-        raise ConfigError("get_sweep() returned an empty point {}")
-      axes = typed_axes([(k, [v]) for k, v in p.items()], config)
-      out.append(tuple((k, v[0]) for k, v in axes))
-    return out
-  raise ConfigError("get_sweep() must return {key: [values, ...]} or a non-empty list of "
-                    f"{{key: value}} dicts, got {type(obj).__name__}")
-
-
 # ----------------------------------------------------------------------------- points
 
 def _short(key: str, keys: Sequence[str]) -> str:
@@ -243,7 +92,13 @@ def point_name(overrides: Overrides, all_keys: Sequence[str] | None = None) -> s
   """"cell=lstm,lr=0.001": short key names (full ones when two would clash), safe for a path."""
   keys = list(all_keys) if all_keys is not None else [k for k, _ in overrides]
   name = ",".join(f"{_short(k, keys)}={_format(v)}" for k, v in overrides)
-  return name.replace(os.sep, "_").replace("\0", "_") or "default"
+  name = name.replace(os.sep, "_").replace("\0", "_") or "default"
+  if len(name.encode()) > MAX_NAME_BYTES:
+    # Too long for a directory name (255 bytes on common file systems): a stable prefix and a
+    # digest of the full name; sweep.json and the table keep the overrides.
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    name = name.encode()[:MAX_NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+  return name
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides
@@ -293,21 +148,13 @@ def shard(points: Sequence[Point], num_shards: int, shard_index: int) -> list[Po
 
 # ----------------------------------------------------------------------------- running
 
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
 def status(point: Point) -> str:
   """"finished" (summary.json says the budget was used or every seed solved), "diverged" (its
   loss became non-finite: a result, not retried, since a rerun would repeat it exactly),
   "partial" (a run was started: it will resume from its latest checkpoint), or "new"."""
   if os.path.exists(os.path.join(point.workdir, DIVERGED_FILE)):
     return "diverged"
-  summary = _read_json(os.path.join(point.workdir, SUMMARY_FILE))
+  summary = sweep_table.read_json(os.path.join(point.workdir, SUMMARY_FILE))
   t = point.config.get("train")
   if summary is not None and t is not None and (
       summary.get("steps", 0) >= t.num_steps or (summary.get("solved") and t.stop_when_solved)):
@@ -344,10 +191,56 @@ def run_point(point: Point) -> dict[str, Any] | None:
     return None
 
 
-def run_points(points: Sequence[Point],
-               run: Callable[[Point], Any] = run_point) -> list[Any]:
-  """Runs the points one after another with `run` (the local launcher); returns its results."""
-  return [run(p) for p in points]
+def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
+               parallel: int = 1) -> list[Any]:
+  """Runs the points with `run` and returns its results, in point order.
+
+  parallel: worker processes. 1 runs the points one after another in this process; N > 1 starts
+  min(N, unfinished points) fresh Python processes (spawned, never forked from this JAX process)
+  that take the points one at a time as they free up. XLA:CPU runs a scan's body on one thread,
+  so on a 2-core machine a second worker uses the core one run leaves idle. Each point is an
+  ordinary resumable run in its own workdir, so a killed study resumes where it stopped. `run`
+  must then be a module-level function (it is pickled to the workers).
+  """
+  if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+    raise ConfigError(f"parallel must be an integer >= 1, got {parallel!r}")
+  pending = [p for p in points if status(p) not in ("finished", "diverged")]
+  if parallel == 1 or len(pending) <= 1:
+    return [run(p) for p in points]
+  workers = min(parallel, len(pending))
+  context = multiprocessing.get_context("spawn")
+  results: dict[str, Any] = {}
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                              initializer=_init_worker) as pool:
+    futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        results[futures[future]] = future.result()
+    except BaseException:
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+  return [results[p.name] if p.name in results else run(p) for p in points]
+
+
+def _init_worker() -> None:
+  from absl import logging
+  logging.set_verbosity(logging.INFO)
+
+
+def _run_spec(run: Callable[[Point], Any], spec: dict[str, Any]) -> Any:
+  return run(point_from_spec(spec))
+
+
+def point_spec(point: Point) -> dict[str, Any]:
+  """A point as plain data (JSON-able), for a worker process or a cluster job."""
+  return {"name": point.name, "overrides": [[k, v] for k, v in point.overrides],
+          "workdir": point.workdir, "config": json.loads(json.dumps(point.config.to_dict()))}
+
+
+def point_from_spec(spec: dict[str, Any]) -> Point:
+  """The Point that `point_spec` wrote."""
+  return Point(spec["name"], tuple((k, v) for k, v in spec["overrides"]), spec["workdir"],
+               ml_collections.ConfigDict(spec["config"]))
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -359,12 +252,35 @@ def write_manifest(base_workdir: str, points: Sequence[Point], axes: Sequence[st
           "points": [{"name": p.name, "overrides": [[k, v] for k, v in p.overrides]}
                      for p in points]}
   data.update(extra or {})
-  run_folder.atomic_write(os.path.join(base_workdir, MANIFEST_FILE), json.dumps(data, indent=2) + "\n")
+  run_folder.atomic_write(os.path.join(base_workdir, MANIFEST_FILE),
+                          json.dumps(data, indent=2) + "\n")
+
+
+def check_same_sweep(base_workdir: str, points: Sequence[Point]) -> None:
+  """ConfigError if base_workdir already holds a sweep of other points: a second sweep into the
+  same directory would replace sweep.json and the table of the first one."""
+  path = os.path.join(base_workdir, MANIFEST_FILE)
+  if not os.path.exists(path):
+    return
+  before = {e["name"]: e["overrides"] for e in read_manifest(base_workdir)["points"]}
+  now = json.loads(json.dumps({p.name: [list(o) for o in p.overrides] for p in points}))
+  if now != before:
+    added, missing = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+    detail = "; ".join(
+        [f"new points: {_first(added)}"] * bool(added)
+        + [f"points of the old sweep not in this one: {_first(missing)}"] * bool(missing))
+    raise ConfigError(f"{base_workdir!r} holds another sweep ({len(before)} points; "
+                      f"{detail or 'the same names with other values'}); run the same sweep "
+                      "to resume it, or give a new workdir")
+
+
+def _first(names: Sequence[str], n: int = 3) -> str:
+  return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
 
 
 def read_manifest(base_workdir: str) -> dict[str, Any]:
   path = os.path.join(base_workdir, MANIFEST_FILE)
-  data = _read_json(path)
+  data = sweep_table.read_json(path)
   if data is None:
     raise RnnlabError(f"{path} is missing or unreadable: {base_workdir!r} holds no sweep "
                       "(run experiments.sweep with --sweep first)")
@@ -386,122 +302,27 @@ def load_points(base_workdir: str) -> list[Point]:
   return points
 
 
-# ----------------------------------------------------------------------------- results
-
-def _per_seed(summary: dict[str, Any], metric: str) -> list[float]:
-  final = summary.get("final", {})
-  per_seed = final.get("eval_per_seed", {}).get(metric)
-  if per_seed is not None:
-    return [float(v) for v in per_seed]
-  value = final.get(f"eval_{metric}")
-  return [] if value is None else [float(value)]
-
-
-def point_row(point: Point) -> dict[str, Any]:
-  """One table row from a point's workdir files (summary.json, config.json, metrics.jsonl)."""
-  row: dict[str, Any] = {"name": point.name}
-  row.update({k: v for k, v in point.overrides})
-  diverged = _read_json(os.path.join(point.workdir, DIVERGED_FILE))
-  if diverged is not None:
-    row.update(status="diverged", steps=diverged.get("step"), diverged_at=diverged.get("step"))
-    return row
-  summary = _read_json(os.path.join(point.workdir, SUMMARY_FILE))
-  if summary is None:
-    rows = metrics_log.read(point.workdir)
-    row.update(status="partial" if rows or os.path.exists(
-        os.path.join(point.workdir, CONFIG_FILE)) else "not run",
-               steps=max((r["step"] for r in rows), default=0))
-    return row
-  metric = summary["metric"]
-  values = _per_seed(summary, metric)
-  losses = _per_seed(summary, "loss")
-  solved_at = summary.get("steps_to_solve", -1)
-  solved_at = solved_at if isinstance(solved_at, list) else [solved_at]
-  solved = [s for s in solved_at if s is not None and s >= 0]
-  row.update(
-      status=status(point),
-      steps=summary.get("steps"),
-      metric=metric,
-      metric_mean=float(np.mean(values)) if values else None,
-      metric_sd=float(np.std(values)) if len(values) > 1 else (0.0 if values else None),
-      metric_per_seed=values,
-      loss_mean=float(np.mean(losses)) if losses else None,
-      baseline_of=summary.get("baseline_of"),
-      baseline=summary.get("baseline"),
-      num_seeds=len(solved_at),
-      solved_seeds=len(solved),
-      steps_to_solve_mean=float(np.mean(solved)) if solved else None,
-      steps_to_solve=solved_at,
-      wall_time_sec=summary.get("wall_time_sec"),
-  )
-  return row
-
+# ----------------------------------------------------------------------------- the whole sweep
 
 def collect(points: Sequence[Point]) -> list[dict[str, Any]]:
   """The table rows of all points, in point order."""
-  return [point_row(p) for p in points]
+  return [sweep_table.point_row(p, status(p)) for p in points]
 
-
-def steps_to_solve_text(row: dict[str, Any]) -> str:
-  """"1250 (3/3)" (mean over the solved seeds), "not solved", or "-" for a run not finished."""
-  if row.get("status") == "diverged":
-    return f"diverged at step {row.get('diverged_at')}"
-  if row.get("solved_seeds") is None:
-    return "-"
-  if row["solved_seeds"] == 0:
-    return "not solved"
-  return f"{row['steps_to_solve_mean']:.0f} ({row['solved_seeds']}/{row['num_seeds']})"
-
-
-TABLE_COLUMNS = ["status", "steps", "metric", "metric_mean", "metric_sd", "metric_per_seed",
-                 "loss_mean", "baseline_of", "baseline", "solved_seeds", "num_seeds",
-                 "steps_to_solve_mean", "steps_to_solve", "wall_time_sec"]
-
-
-def table_text(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> tuple[str, str]:
-  """(Markdown, CSV) of the sweep's rows; `axes` are the swept keys (one column each)."""
-  csv = report.csv_text(rows, ["name", *axes, *TABLE_COLUMNS])
-  md_columns = ["name", *axes, "status", "steps", "metric", "value", "loss_mean", "baseline",
-                "solved", "wall_time_sec"]
-  headers = ["point", *axes, "status", "steps", "metric", "final (mean ± sd over seeds)",
-             "final loss", "chance baseline", "steps to solve", "wall time (s)"]
-  md = report.markdown_table(rows, md_columns, headers, formatters={
-      "value": lambda r: report.mean_sd(r.get("metric_mean"), r.get("metric_sd")),
-      "baseline": lambda r: ("-" if r.get("baseline") is None
-                             else f"{report.format_value(r['baseline'])} ({r['baseline_of']})"),
-      "solved": steps_to_solve_text,
-      "wall_time_sec": lambda r: ("-" if r.get("wall_time_sec") is None
-                                  else f"{r['wall_time_sec']:.0f}"),
-  })
-  return md, csv
-
-
-def write_table(rows: Sequence[dict[str, Any]], base_workdir: str, axes: Sequence[str],
-                title: str = "Sweep") -> tuple[str, str]:
-  """Writes base_workdir/sweep.md and sweep.csv; returns their paths."""
-  md, csv = table_text(rows, axes)
-  done = sum(r.get("status") == "finished" for r in rows)
-  md = f"# {title}: {base_workdir}\n\n{done} of {len(rows)} points finished.\n\n{md}"
-  md_path = os.path.join(base_workdir, TABLE_MD)
-  csv_path = os.path.join(base_workdir, TABLE_CSV)
-  run_folder.atomic_write(md_path, md)
-  run_folder.atomic_write(csv_path, csv)
-  return md_path, csv_path
-
-
-# ----------------------------------------------------------------------------- the whole sweep
 
 def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overrides],
               base_workdir: str, num_shards: int = 1, shard_index: int = 0,
-              run: Callable[[Point], Any] = run_point) -> list[dict[str, Any]]:
-  """Makes and validates every point (before any training), runs this shard's points, and
-  writes the table of the whole sweep (points of other shards show their current status)."""
+              run: Callable[[Point], Any] = run_point, parallel: int = 1
+              ) -> list[dict[str, Any]]:
+  """Makes and validates every point (before any training), runs this shard's points (in
+  `parallel` worker processes, see `run_points`), and writes the table of the whole sweep
+  (points of other shards show their current status)."""
   points = make_points(config, overrides_list, base_workdir)
   mine = shard(points, num_shards, shard_index)
   axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
+  check_same_sweep(base_workdir, points)
   os.makedirs(base_workdir, exist_ok=True)
   write_manifest(base_workdir, points, axes)
-  run_points(mine, run)
+  run_points(mine, run, parallel)
   return merge(base_workdir)
 
 
@@ -509,5 +330,5 @@ def merge(base_workdir: str) -> list[dict[str, Any]]:
   """Rebuilds sweep.md/sweep.csv from the point workdirs listed in sweep.json (no training)."""
   manifest = read_manifest(base_workdir)
   rows = collect(load_points(base_workdir))
-  write_table(rows, base_workdir, manifest["axes"])
+  sweep_table.write_table(rows, base_workdir, manifest["axes"])
   return rows

@@ -61,7 +61,10 @@ def validate(config: Any) -> None:
     raise ConfigError(
         f"config.task.min_length={config.task.min_length} exceeds "
         f"config.task.length={config.task.length}; min_length must be <= length (0: fixed length)")
-  _one_of(config, "train.optimizer", ["adam", "adamw"])
+  _one_of(config, "train.optimizer", ["adam", "adamw", "sgd"])
+  if _has(config, "train.momentum") and not 0.0 <= _lookup(config, "train.momentum") < 1.0:
+    raise ConfigError(f"config.train.momentum must be in [0, 1), got "
+                      f"{_lookup(config, 'train.momentum')!r}")
   _one_of(config, "train.schedule", ["constant", "warmup_cosine"])
   _one_of(config, "train.on_nonfinite", ["stop", "skip"])
   # Cell options are checked whatever the cell, so a typo never hides until the cell changes.
@@ -70,7 +73,8 @@ def validate(config: Any) -> None:
                        ("model.recurrent_init", ["orthogonal", "identity", "glorot"]),
                        ("model.init", ["standard", "chrono"]),
                        ("model.norm", ["none", "layer", "rms"]),
-                       ("model.scan_method", ["sequential", "associative", "auto"])):
+                       ("model.scan_method", ["sequential", "associative", "auto"]),
+                       ("train.seed_map", ["auto", "vmap", "map"])):
     if _has(config, key):
       _one_of(config, key, allowed)
   if _has(config, "model.residual") and not isinstance(_lookup(config, "model.residual"), bool):

@@ -47,8 +47,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 5000
   config.train.batch_size = 64
-  config.train.num_seeds = 1       # independent replicas in one program (vmap over seeds)
-  config.train.optimizer = "adam"  # adam | adamw
+  config.train.num_seeds = 1       # independent replicas in one program
+  config.train.seed_map = "auto"   # vmap | map (lax.map) | auto: map on CPU, vmap elsewhere
+  config.train.optimizer = "adam"  # adam | adamw | sgd
+  config.train.momentum = 0.0      # sgd only (0: plain SGD)
   config.train.learning_rate = 3e-3
   config.train.weight_decay = 0.0  # adamw only
   config.train.schedule = "constant"  # constant | warmup_cosine

@@ -15,6 +15,7 @@ best_checkpoint/ (best by eval metric), summary.json (final eval metrics, steps_
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -64,6 +65,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     lr = t.learning_rate
   if t.optimizer == "adamw":
     opt = optax.adamw(lr, weight_decay=t.weight_decay)
+  elif t.optimizer == "sgd":
+    opt = optax.sgd(lr, momentum=t.momentum or None)
   else:
     opt = optax.adam(lr)
   chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
@@ -94,11 +97,13 @@ class Trainer:
                               "config.train.eval_batch_size")
     replicated = device_mesh.replicated(self.mesh)
     seeds = jnp.arange(config.train.num_seeds)
-    self.init = jax.jit(lambda: jax.vmap(self._init_one)(seeds), out_shardings=replicated)
-    self.train_step = jax.jit(jax.vmap(self._train_step_one), donate_argnums=0,
+    self.seed_map = resolve_seed_map(config.train.seed_map, config.train.num_seeds)
+    over_seeds = functools.partial(map_over_seeds, self.seed_map)
+    self.init = jax.jit(lambda: over_seeds(self._init_one)(seeds), out_shardings=replicated)
+    self.train_step = jax.jit(over_seeds(self._train_step_one), donate_argnums=0,
                               out_shardings=replicated)
-    self.eval_step = jax.jit(jax.vmap(self._eval_one), out_shardings=replicated)
-    self.mark_solved = jax.jit(jax.vmap(_mark_solved), donate_argnums=0,
+    self.eval_step = jax.jit(over_seeds(self._eval_one), out_shardings=replicated)
+    self.mark_solved = jax.jit(over_seeds(_mark_solved), donate_argnums=0,
                                out_shardings=replicated)
 
   # -- per-replica pure functions (vmapped over seeds above)
@@ -169,6 +174,35 @@ class Trainer:
     return jax.eval_shape(self.init)
 
 
+SEED_MAPS = ("auto", "vmap", "map")
+
+
+def resolve_seed_map(seed_map: str, num_seeds: int, backend: str | None = None) -> str:
+  """"vmap" or "map": how the replicas of `train.num_seeds` share one compiled program.
+
+  "vmap" batches the seeds into every operation; "map" (`jax.lax.map`) runs them one after
+  another inside the program. "auto" is "vmap" on accelerators, where one small model leaves
+  most of the device idle, and "map" on CPU, where the seeds' work only adds up and batching it
+  costs more than separate runs (experiments/results/benchmark.md, the seeds suite). One seed is
+  always "vmap" (no map to make).
+  """
+  if seed_map not in SEED_MAPS:
+    raise ConfigError(f"config.train.seed_map={seed_map!r}; choose one of: {', '.join(SEED_MAPS)}")
+  if num_seeds == 1:
+    return "vmap"
+  if seed_map == "auto":
+    return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
+  return seed_map
+
+
+def map_over_seeds(seed_map: str, fn: Any) -> Any:
+  """`fn` of one replica's arguments -> the same function of arguments with a leading [seeds]
+  axis, by `jax.vmap` or by `jax.lax.map` (see `resolve_seed_map`)."""
+  if seed_map == "vmap":
+    return jax.vmap(fn)
+  return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+
 def _mark_solved(state: TrainState, solved: Array) -> TrainState:
   first = solved & (state.steps_to_solve < 0)
   return state.replace(steps_to_solve=jnp.where(first, state.step, state.steps_to_solve))
@@ -182,7 +216,7 @@ SUMMARY_FILE = run_folder.SUMMARY_FILE
 
 # Keys that may change between a run and its resumption (how long and how it is logged).
 _RESUMABLE_KEYS = {"num_steps", "log_every", "eval_every", "checkpoint_every",
-                   "keep_checkpoints", "stop_when_solved", "on_nonfinite"}
+                   "keep_checkpoints", "stop_when_solved", "on_nonfinite", "seed_map"}
 
 
 def with_base_defaults(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +246,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise RnnlabError(f"{path} does not exist: {workdir!r} holds no rnnlab run "
                       "(train one with experiments.train first)")
-  return ml_collections.ConfigDict(_read_config_json(path))
+  # A key added to rnnlab after the run was made counts as its default (the run used that
+  # default's behaviour), so an old run evaluates and resumes with today's code.
+  return ml_collections.ConfigDict(with_base_defaults(_read_config_json(path)))
 
 
 def _read_config_json(path: str) -> dict[str, Any]:
@@ -273,6 +309,12 @@ def _to_python(tree: Any) -> Any:
   return jax.tree.map(conv, tree)
 
 
+def _eta(steps_left: int, steps_per_sec: float) -> str:
+  """"3m05s": the time `steps_left` steps take at the current rate (evaluation not counted)."""
+  seconds = int(steps_left / max(steps_per_sec, 1e-9))
+  return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 def _mean(value: Any) -> float:
   return float(np.mean(value))
 
@@ -288,6 +330,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                  best_mode="max" if task.higher_is_better else "min")
   log = metrics_log.MetricsLog(workdir, enabled=is_main)
+  if t.num_seeds > 1:
+    logging.info("%d seeds in one program, mapped by %s (train.seed_map=%s on %s).",
+                 t.num_seeds, "jax.lax.map" if trainer.seed_map == "map" else "jax.vmap",
+                 t.seed_map, jax.default_backend())
   try:
     state = trainer.init()
     start = ckpt.latest_step()
@@ -317,9 +363,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           row["per_seed"] = values
         last_log_time, last_log_step = now, step
         log.write(row)
-        logging.info("step %d  loss %.4f  %s %.4f  grad_norm %.3g  %.1f steps/s", step,
-                     row["loss"], task.metric, row[task.metric], row["grad_norm"],
-                     row["steps_per_sec"])
+        logging.info("step %d/%d  loss %.4f  %s %.4f  grad_norm %.3g  %.1f steps/s  ETA %s",
+                     step, t.num_steps, row["loss"], task.metric, row[task.metric],
+                     row["grad_norm"], row["steps_per_sec"],
+                     _eta(t.num_steps - step, row["steps_per_sec"]))
       if step % t.eval_every == 0 or last:
         last_eval, state, solved_all = _evaluate(trainer, state, step, log)
         ckpt.save_best(step, state, last_eval[f"eval_{task.metric}"])

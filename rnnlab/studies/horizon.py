@@ -1,0 +1,46 @@
+"""The memory horizon of a cell: the longest sequence length at which it solved a task."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Sequence
+
+
+def solved_enough(row: dict[str, Any]) -> bool:
+  """At least two thirds of the point's seeds solved it (2 of 3; all of 1 or 2)."""
+  n = row.get("num_seeds") or 0
+  return n > 0 and (row.get("solved_seeds") or 0) >= math.ceil(2 * n / 3)
+
+
+def memory_horizons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The memory horizon of each (task, cell, direction): the largest T that `solved_enough`.
+
+  Returns one dict per (task, cell, direction) in row order: horizon (None: no T solved),
+  lengths_run (the finished lengths), steps_median / steps_min / steps_max (over the seeds that
+  solved the horizon point), wall_to_solve_sec (the horizon point's wall time prorated to the
+  median steps to solve: compilation included, evaluation of later steps excluded), and
+  unfinished (lengths not finished yet, so the horizon may still grow).
+  """
+  out = []
+  keys = dict.fromkeys((r["task"], r["cell"], r["direction"]) for r in rows)
+  for task, cell, direction in keys:
+    here = [r for r in rows if (r["task"], r["cell"], r["direction"]) == (task, cell, direction)]
+    finished = [r for r in here if r.get("status") in ("finished", "diverged")]
+    solved = [r for r in finished if solved_enough(r)]
+    entry: dict[str, Any] = {
+        "task": task, "cell": cell, "direction": direction, "horizon": None,
+        "lengths_run": sorted(r["length"] for r in finished),
+        "unfinished": sorted(r["length"] for r in here if r not in finished),
+        "steps_median": None, "steps_min": None, "steps_max": None, "wall_to_solve_sec": None}
+    if solved:
+      best = max(solved, key=lambda r: r["length"])
+      steps = sorted(s for s in best["steps_to_solve"] if s is not None and s >= 0)
+      median = float(statistics.median(steps))
+      wall = best.get("wall_time_sec")
+      entry.update(horizon=best["length"], steps_median=median, steps_min=steps[0],
+                   steps_max=steps[-1],
+                   wall_to_solve_sec=(wall * median / best["steps"]
+                                      if wall and best.get("steps") else None))
+    out.append(entry)
+  return out

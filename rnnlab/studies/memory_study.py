@@ -1,0 +1,153 @@
+"""The memory study: every grid point trained through the sweep (resumable, shardable, in
+parallel worker processes), and the rows its report is built from.
+
+Every grid point is an ordinary training run in its own workdir (`rnnlab.studies.sweep`), with all
+of `train.num_seeds` seeds in one program, so the study resumes point by point and its report can
+be rebuilt from the workdirs alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+from rnnlab.errors import ConfigError
+from rnnlab.studies import horizon, memory_grid, memory_report, sweep, sweep_table
+from rnnlab.training import metrics_log
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, command: str,
+        from_workdirs: bool = False, default_grid: dict[str, Any] | None = None,
+        num_shards: int = 1, shard_index: int = 0, parallel: int = 1) -> list[dict[str, Any]]:
+  """Trains every unfinished grid point (unless `from_workdirs`) and writes the report.
+
+  A study accumulates: running a second grid (e.g. a declared subset with other lengths) into
+  the same workdir adds its points to the study's list in workdir/sweep.json, and the report
+  covers every listed point and names every training command. The budget and model settings
+  must then be the same (ConfigError otherwise).
+
+  Args:
+    config: configs/compare.py's config (training config + `compare` grid).
+    workdir: base directory, one sub-workdir per point, and the manifest sweep.json.
+    results_dir: where compare.md, compare.csv and the PNGs go.
+    command: the command line that produced this, for the report header.
+    from_workdirs: build the report from the workdirs listed in workdir/sweep.json, no training.
+    default_grid: the default `compare` section, to say in the header if a subset was run.
+    num_shards, shard_index: run only every num_shards-th point (see `sweep.shard`).
+    parallel: worker processes that train this shard's points (see `sweep.run_points`).
+
+  Returns:
+    The report's rows (one per point).
+  """
+  if from_workdirs:
+    manifest = sweep.read_manifest(workdir)
+    points = sweep.load_points(workdir)
+  else:
+    new_points = memory_grid.make_points(config, workdir)
+    mine = sweep.shard(new_points, num_shards, shard_index)
+    from rnnlab.training import train  # local: keeps the report code free of model imports
+    seed_map = train.resolve_seed_map(config.train.seed_map, config.train.num_seeds)
+    session = memory_report.session_record(min(parallel, max(len(mine), 1)), seed_map)
+    manifest = {"commands": [command], "default_grid": default_grid,
+                "train": config.train.to_dict(), "model": config.model.to_dict(),
+                "variants": {k: str(v) for k, v in config.compare.get("overrides", {}).items()},
+                "started": session["started"], "sessions": [session]}
+    points = list(new_points)
+    previous = _read_manifest_or_none(workdir)
+    if previous is not None:
+      _check_same_study(previous, manifest, workdir)
+      manifest["started"] = previous.get("started", manifest["started"])
+      manifest["commands"] = list(dict.fromkeys(previous.get("commands", []) + [command]))
+      manifest["sessions"] = previous.get("sessions", []) + [session]
+      known = {p.name for p in new_points}
+      points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
+    os.makedirs(workdir, exist_ok=True)
+    sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
+    sweep.run_points(mine, parallel=parallel)
+  rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
+  memory_report.write_report(rows, manifest, results_dir, workdir,
+                             name=memory_grid.report_name(config),
+                             title=str(config.compare.get("title", memory_report.TITLE)))
+  return rows
+
+
+def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
+  from rnnlab.training import train  # local: keeps the report code free of model imports
+
+  for section in ("train", "model"):
+    # Keys added to rnnlab after the study started count as their defaults.
+    before = train.with_base_defaults({section: previous.get(section, {})})[section]
+    now = current[section]
+    for key in sorted(set(before) | set(now)):
+      if before.get(key) != now.get(key):
+        raise ConfigError(
+            f"{workdir!r} holds a study with config.{section}.{key}={before.get(key)!r}, not "
+            f"{now.get(key)!r}: every point of a study has the same budget and model. Use a "
+            "new --workdir for a different study.")
+
+
+_CELL_ORDER = {c: i for i, c in enumerate(
+    ("vanilla", "irnn", "lstm", "lstm:chrono", "gru", "gru:chrono", "mingru", "minlstm", "lru"))}
+
+
+def sort_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Rows ordered by task (first seen first), length, cell (vanilla, lstm, gru, others) and
+  direction (uni, bi)."""
+  tasks = {t: i for i, t in enumerate(dict.fromkeys(r["task"] for r in rows))}
+  return sorted(rows, key=lambda r: (tasks[r["task"]], r["length"],
+                                     _CELL_ORDER.get(r["cell"], 99), r["cell"],
+                                     r["direction"] != "uni"))
+
+
+def _read_manifest_or_none(workdir: str) -> dict[str, Any] | None:
+  if not os.path.exists(os.path.join(workdir, sweep.MANIFEST_FILE)):
+    return None
+  return sweep.read_manifest(workdir)
+
+
+
+def _row(point: sweep.Point, row: dict[str, Any]) -> dict[str, Any]:
+  ov = dict(point.overrides)
+  row = dict(row)
+  row.update(threshold=_threshold(point), task=ov["task.name"], length=ov["task.length"],
+             cell=memory_grid.cell_label(ov),
+             direction="bi" if ov["model.bidirectional"] else "uni", workdir=point.workdir,
+             metric_at_half=_metric_at_half(point.workdir, row))
+  return row
+
+
+def _threshold(point: sweep.Point) -> float | None:
+  """The solved threshold the point's run used (None for a point not started)."""
+  from rnnlab import tasks
+  if "task" not in point.config:
+    return None
+  try:
+    return float(tasks.get(point.config.task).solved_threshold)
+  except (ValueError, KeyError, AttributeError):
+    return None
+
+
+def _metric_at_half(workdir: str, row: dict[str, Any]) -> float | None:
+  """The eval metric (mean over seeds) at the evaluation nearest half the steps run: with the
+  final value it says whether a run was still improving when the budget ran out."""
+  if not row.get("metric") or not row.get("steps"):
+    return None
+  key = f"eval_{row['metric']}"
+  evals = [r for r in metrics_log.read(workdir) if key in r]
+  if not evals:
+    return None
+  return float(min(evals, key=lambda r: abs(r["step"] - row["steps"] / 2))[key])
+
+
+
+def summary_text(rows: Sequence[dict[str, Any]]) -> str:
+  """What the entry point prints: the memory horizons and each point's final metric."""
+  lines = [memory_report.horizon_markdown(horizon.memory_horizons(rows)), ""]
+  for r in rows:
+    value = ("-" if r.get("metric_mean") is None else
+             f"{r['metric']} {r['metric_mean']:.4g}")
+    lines.append(f"{r['task']} T={r['length']} {r['cell']} {r['direction']}: {value}, "
+                 f"{sweep_table.steps_to_solve_text(r)}")
+  return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Seeds in one program by jax.vmap or jax.lax.map: the same numbers, and `auto` per backend."""
+
+import jax
+import numpy as np
+import pytest
+
+from rnnlab.errors import ConfigError
+from rnnlab.training import train
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True), ("vanilla", False)])
+def test_map_gives_the_numbers_of_vmap(cell, bidirectional):
+  results = {}
+  for seed_map in ("vmap", "map"):
+    config = tiny_config(cell=cell, num_seeds=3, seed_map=seed_map)
+    config.model.bidirectional = bidirectional
+    trainer = train.Trainer(config)
+    assert trainer.seed_map == seed_map
+    state = trainer.init()
+    for _ in range(5):
+      state, metrics = trainer.train_step(state)
+    results[seed_map] = (state, metrics, trainer.eval_step(state))
+  (sv, mv, ev), (sm, mm, em) = results["vmap"], results["map"]
+  np.testing.assert_allclose(np.asarray(mv["loss"]), np.asarray(mm["loss"]), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(sv.params), jax.tree.leaves(sm.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ev["loss"]), np.asarray(em["loss"]), rtol=1e-5)
+  # Independent replicas: the three seeds differ.
+  assert len(set(np.round(np.asarray(mm["loss"]), 6))) == 3
+
+
+def test_auto_is_map_on_cpu_and_vmap_on_accelerators():
+  assert train.resolve_seed_map("auto", 3, backend="cpu") == "map"
+  assert train.resolve_seed_map("auto", 3, backend="gpu") == "vmap"
+  assert train.resolve_seed_map("auto", 3, backend="tpu") == "vmap"
+  assert train.resolve_seed_map("map", 1, backend="cpu") == "vmap"  # nothing to map
+  assert train.resolve_seed_map("vmap", 8, backend="cpu") == "vmap"
+  with pytest.raises(ConfigError, match="seed_map='scan'"):
+    train.resolve_seed_map("scan", 3)
