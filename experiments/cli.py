@@ -6,7 +6,7 @@ import logging as py_logging
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app, flags, logging
 
@@ -46,12 +46,20 @@ def use_safe_cpu_scheduler() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_CPU_FLAG}".strip()
 
 
-def as_flags(error: RnnlabError, names: Sequence[str]) -> RnnlabError:
-  """`error` with each function argument in `names` written as the flag that sets it (`--name`):
-  the library names its arguments, a user of an entry point knows the flags."""
+def as_flags(error: RnnlabError, names: Sequence[str] | Mapping[str, str]) -> RnnlabError:
+  """`error` with each function argument in `names` written as the flag that sets it: the library
+  names its arguments, a user of an entry point knows the flags.
+
+  `names` holds arguments whose flag has the same name (`eval_batches` -> `--eval_batches`), or
+  maps each argument to its flag (`{"source": "from"}`: `source` -> `--from`). A name inside a
+  config key (`config.train.eval_batches`), a path (`/tmp/path/x`) or already a flag is left
+  alone.
+  """
+  pairs = names.items() if isinstance(names, Mapping) else ((name, name) for name in names)
   message = str(error)
-  for name in names:
-    message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", f"--{name}", message)
+  for argument, flag in pairs:
+    # Not inside a config key, a flag or a path: only the word itself.
+    message = re.sub(rf"(?<![\w./-]){re.escape(argument)}(?![\w/-])", f"--{flag}", message)
   return type(error)(message)
 
 

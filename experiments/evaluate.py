@@ -8,6 +8,7 @@ import json
 from absl import app, flags
 
 from experiments import cli
+from rnnlab.errors import RnnlabError
 from rnnlab.training import evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
@@ -20,8 +21,12 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  print(json.dumps(evaluation.evaluate_workdir(_WORKDIR.value, best=_BEST.value,
-                                               eval_batches=_EVAL_BATCHES.value)))
+  try:
+    metrics = evaluation.evaluate_workdir(_WORKDIR.value, best=_BEST.value,
+                                          eval_batches=_EVAL_BATCHES.value)
+  except RnnlabError as e:
+    raise cli.as_flags(e, ("eval_batches",)) from None
+  print(json.dumps(metrics))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from experiments import cli
+from rnnlab.errors import RnnlabError
 from rnnlab.analysis import sampling
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a charlm training run.")
@@ -33,9 +34,12 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  result = sampling.generate_from_workdir(
-      _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value, _BEST.value,
-      _PLOT.value, _TOP_K.value, _VALIDATION_BPC.value)
+  try:
+    result = sampling.generate_from_workdir(
+        _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value, _BEST.value,
+        _PLOT.value, _TOP_K.value, _VALIDATION_BPC.value)
+  except RnnlabError as e:
+    raise cli.as_flags(e, ("prompt", "length", "temperature")) from None
   print(result.text)
   if result.validation_bpc is not None:
     print(f"validation bpc (whole split, one pass): {result.validation_bpc:.4f}", file=sys.stderr)

@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
+from rnnlab.errors import RnnlabError
 from rnnlab.interop import importing
 
 _FROM = flags.DEFINE_enum("from", None, list(importing.SOURCES),
@@ -32,8 +33,12 @@ flags.mark_flags_as_required(["from", "checkpoint", "config", "workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  report = importing.import_weights(_FROM.value, _CHECKPOINT.value, _CONFIG.value,
-                                    _WORKDIR.value, rnn_prefix=_RNN_PREFIX.value)
+  try:
+    report = importing.import_weights(_FROM.value, _CHECKPOINT.value, _CONFIG.value,
+                                      _WORKDIR.value, rnn_prefix=_RNN_PREFIX.value)
+  except RnnlabError as e:
+    raise cli.as_flags(e, {"source": "from", "path": "checkpoint", "rnn_prefix": "rnn_prefix"}
+                       ) from None
   print(json.dumps(report))
 
 

@@ -2,38 +2,22 @@ r"""The seq2seq bottleneck, measured: exact match vs source length with and with
 
   python -m experiments.seq2seq_study              # none, additive, dot: ~10 min on 2 CPU cores
   python -m experiments.seq2seq_study --variants=none,additive --config.train.num_steps=2000
+  python -m experiments.seq2seq_study --results_dir=experiments/results   # the committed report
 
 Trains one model per attention variant (configs/seq2seq.py, `model.attention` set per variant)
-with `rnnlab.training.train.train_and_evaluate` into <workdir_root>/<variant> (an existing workdir resumes,
-a finished one is only re-evaluated), evaluates each with greedy decoding on fresh held-out batches,
-and writes to --results_dir:
-  seq2seq_bottleneck.csv   exact match and token accuracy per source length, per variant (data)
-  seq2seq_bottleneck.png   exact match vs source length, one line per variant
-  seq2seq_attention.png    attention weights of the first attention variant on one long example
-  seq2seq.md               the table, example translations, the command, date and machine
+into --workdir_root/<variant> and writes the table and plots to --results_dir (default:
+--workdir_root); see `rnnlab.studies.seq2seq_study`.
 """
 
-from __future__ import annotations
-
-import csv
-import datetime
-import os
-import platform
 import sys
-from typing import Any
 
-import jax
-import ml_collections
-import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from rnnlab.analysis import next_char_chart
-from rnnlab.errors import ConfigError
+from rnnlab.errors import RnnlabError
 from rnnlab.models import seq2seq
-from rnnlab.tasks import translation
-from rnnlab.training import evaluation, train
+from rnnlab.studies import seq2seq_study
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/seq2seq.py",
                                           "Base config; model.attention is set per variant.",
@@ -42,187 +26,25 @@ _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "/tmp/rnnlab_seq2seq_study",
                                     "One workdir per variant is made under this directory.")
 _VARIANTS = flags.DEFINE_list("variants", ["none", "additive", "dot"],
                               f"Attention variants to train, of {list(seq2seq.ATTENTION_KINDS)}.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", "experiments/results",
-                                   "Where the table and plots are written.")
+_RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", None, "Where the table and plots are written (default: --workdir_root); "
+    "experiments/results regenerates the committed report.")
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8,
                                      "Held-out batches (config.train.eval_batch_size each) for "
                                      "the final per-length evaluation.")
 _MACHINE = flags.DEFINE_string("machine", "2 CPU cores", "Machine description for the report.")
 
 
-def _decode_examples(workdir: str, key: jax.Array, count: int) -> dict[str, Any]:
-  """Greedy translations and attention weights of `count` held-out examples."""
-  trainer, state = evaluation.restore_run(workdir)
-  params = jax.tree.map(lambda x: x[0], state.params)
-  batch = trainer.task.sample(key, count)
-  tokens, weights = trainer.model.apply({"params": params}, batch["inputs"], batch["lengths"],
-                                        method="decode")
-  return jax.tree.map(np.asarray, {"batch": batch, "tokens": tokens, "weights": weights})
-
-
-def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: list[str],
-              results_dir: str, eval_batches: int, machine: str, command: str) -> dict[str, Any]:
-  """Trains, evaluates and reports every variant; returns {variant: final metrics}."""
-  unknown = [v for v in variants if v not in seq2seq.ATTENTION_KINDS]
-  if unknown or not variants:
-    raise ConfigError(f"--variants={','.join(variants)}: each must be one of "
-                      f"{', '.join(seq2seq.ATTENTION_KINDS)}")
-  if config.task.name != "translation":
-    raise ConfigError(f"config.task.name={config.task.name!r}: the study needs 'translation'")
-  results: dict[str, dict[str, Any]] = {}
-  for variant in variants:
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.model.attention = variant
-    workdir = os.path.join(workdir_root, variant)
-    logging.info("training attention=%s in %s", variant, workdir)
-    summary = train.train_and_evaluate(cfg, workdir)
-    metrics = evaluation.evaluate_workdir(workdir, eval_batches=eval_batches)
-    results[variant] = {**metrics, "wall_time_sec": summary["wall_time_sec"],
-                        "steps": summary["steps"], "workdir": workdir}
-
-  task = translation.TranslationTask.from_config(config.task)
-  lengths = list(task.source_lengths)
-  os.makedirs(results_dir, exist_ok=True)
-  _write_csv(os.path.join(results_dir, "seq2seq_bottleneck.csv"), results, lengths)
-  next_char_chart.bottleneck_plot(
-      lengths, {_label(v): [results[v][f"exact_match_len{d:02d}"] for d in lengths]
-                for v in variants},
-      os.path.join(results_dir, "seq2seq_bottleneck.png"),
-      title=f"Digits -> English words: exact match by source length\n"
-            f"({config.model.cell}, H={config.model.hidden_size}, "
-            f"{'bi' if config.model.bidirectional else 'uni'}directional encoder, "
-            f"{config.train.num_steps} steps)")
-
-  # One long example from a fixed key of its own, translated by every variant.
-  key = jax.random.PRNGKey(2024)
-  count = 4 * len(lengths)
-  decoded = {v: _decode_examples(results[v]["workdir"], key, count) for v in variants}
-  first = decoded[variants[0]]["batch"]
-  index = int(np.argmax(first["lengths"]))
-  source = translation.decode_source(first["inputs"][index], int(first["lengths"][index]))
-  reference = translation.decode_target(first["targets"][index])
-  examples = {v: translation.decode_target(d["tokens"][index]) for v, d in decoded.items()}
-  errors = _errors(decoded["none"]) if "none" in decoded else []
-  attended = [v for v in variants if v != "none"]
-  heatmap = None
-  if attended:
-    v = attended[0]
-    tokens = decoded[v]["tokens"][index]
-    n_out = int(np.argmax(tokens == translation.EOS)) + 1 if np.any(
-        tokens == translation.EOS) else len(tokens)
-    words = [translation.TARGET_VOCAB[int(t)] for t in tokens[:n_out]]
-    heatmap = os.path.join(results_dir, "seq2seq_attention.png")
-    next_char_chart.attention_heatmap(
-        decoded[v]["weights"][index, :n_out, :len(source)], list(source), words, heatmap,
-        title=f"{_label(v)}: attention while translating {source}")
-  _write_markdown(os.path.join(results_dir, "seq2seq.md"), config, results, variants, lengths,
-                  source, reference, examples, errors, heatmap is not None, eval_batches, machine,
-                  command)
-  return results
-
-
-def _errors(decoded: dict[str, Any], most: int = 5) -> list[tuple[str, str, str]]:
-  """Up to `most` wrong translations (source, reference, output), one per source length."""
-  batch, found = decoded["batch"], {}
-  for i in range(len(batch["lengths"])):
-    source = translation.decode_source(batch["inputs"][i], int(batch["lengths"][i]))
-    reference = translation.decode_target(batch["targets"][i])
-    output = translation.decode_target(decoded["tokens"][i])
-    if output != reference and len(source) not in found:
-      found[len(source)] = (source, reference, output)
-  return [found[n] for n in sorted(found)][-most:]
-
-
-def _label(variant: str) -> str:
-  return {"none": "no attention", "additive": "additive attention (Bahdanau)",
-          "dot": "dot attention (Luong)"}[variant]
-
-
-def _write_csv(path: str, results: dict[str, Any], lengths: list[int]) -> None:
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["attention", "source_length", "exact_match"])
-    for v, m in results.items():
-      for d in lengths:
-        w.writerow([v, d, f"{m[f'exact_match_len{d:02d}']:.4f}"])
-      w.writerow([v, "all", f"{m['exact_match']:.4f}"])
-
-
-def _write_markdown(path: str, config: ml_collections.ConfigDict, results: dict[str, Any],
-                    variants: list[str], lengths: list[int], source: str, reference: str,
-                    examples: dict[str, str], errors: list[tuple[str, str, str]],
-                    has_heatmap: bool, eval_batches: int, machine: str, command: str) -> None:
-  m, t = config.model, config.train
-  n_eval = eval_batches * t.eval_batch_size
-  lines = [
-      "# Seq2seq bottleneck: digits -> English words, with and without attention",
-      "",
-      f"Task `translation` (rnnlab/tasks/translation.py): a number of 1..{config.task.length} "
-      "digits in, its English words out (`3004` -> `three thousand four`). Model "
-      f"(rnnlab/seq2seq.py): {m.cell.upper()} encoder ({'bi' if m.bidirectional else 'uni'}"
-      f"directional, H={m.hidden_size} per direction, {m.num_layers} layer) -> {m.cell.upper()} "
-      "decoder started from the encoder's final state; teacher forcing in training, greedy "
-      f"decoding in evaluation. Same config and steps ({t.num_steps}, batch {t.batch_size}, "
-      f"lr {t.learning_rate} {t.schedule}) for every variant; only `model.attention` differs.",
-      "",
-      f"Greedy exact match (whole output sequence right) on {n_eval} held-out numbers "
-      f"({n_eval // len(lengths)} per source length), by source length:",
-      "",
-      "| source digits | " + " | ".join(_label(v) for v in variants) + " |",
-      "|---:|" + "---:|" * len(variants),
-  ]
-  for d in lengths:
-    lines.append(f"| {d} | " + " | ".join(f"{results[v][f'exact_match_len{d:02d}']:.3f}"
-                                          for v in variants) + " |")
-  lines += [
-      "| **all** | " + " | ".join(f"**{results[v]['exact_match']:.3f}**" for v in variants) + " |",
-      "| token accuracy | " + " | ".join(f"{results[v]['token_accuracy']:.3f}"
-                                        for v in variants) + " |",
-      "| training time (s) | " + " | ".join(f"{results[v]['wall_time_sec']:.0f}"
-                                           for v in variants) + " |",
-      "",
-      "![exact match by source length](seq2seq_bottleneck.png)",
-      "",
-      f"One held-out example, `{source}` ({len(source)} digits):",
-      "",
-      f"- reference: {reference}",
-  ]
-  lines += [f"- {_label(v)}: {examples[v]}" + ("" if examples[v] == reference else "  (wrong)")
-            for v in variants]
-  if errors:
-    lines += ["", "Wrong translations without attention (held-out, one per source length):", "",
-              "| source | reference | no attention |", "|---|---|---|"]
-    lines += [f"| `{s}` | {r} | {o} |" for s, r, o in errors]
-  lines += [
-      "",
-      "Without attention the decoder knows the source only through the encoder's final state, a "
-      "fixed vector that must hold every digit and its position; its errors are digits dropped, "
-      "swapped or shifted into the wrong group, and they grow with the source length. With "
-      "attention each output step reads the source position it needs.",
-  ]
-  if has_heatmap:
-    lines += ["", "![attention weights](seq2seq_attention.png)", "",
-              "In the heat-map each digit word attends to its own digit, in order (the diagonal); "
-              "\"hundred\" and the scale words (thousand, million, ...) spread their attention "
-              "over the neighbouring digits and the end of the source, where the number of digits "
-              "still to come, and hence the scale, can be read."]
-  lines += [
-      "",
-      f"Produced by `{command}` on {datetime.date.today().isoformat()}, machine: {machine} "
-      f"(JAX {jax.__version__}, {jax.devices()[0].platform}, Python {platform.python_version()}). "
-      "Per-length numbers are also in seq2seq_bottleneck.csv.",
-      "",
-  ]
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   command = "python -m experiments.seq2seq_study " + " ".join(sys.argv[1:])
-  run_study(_CONFIG.value, _WORKDIR_ROOT.value, _VARIANTS.value, _RESULTS_DIR.value,
-            _EVAL_BATCHES.value, _MACHINE.value, command.strip())
+  try:
+    seq2seq_study.run_study(_CONFIG.value, _WORKDIR_ROOT.value, _VARIANTS.value,
+                            _RESULTS_DIR.value, _EVAL_BATCHES.value, _MACHINE.value,
+                            command.strip())
+  except RnnlabError as e:
+    raise cli.as_flags(e, ("variants",)) from None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import launch, sweep, sweep_spec
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
@@ -47,6 +47,11 @@ _SLURM_PARALLELISM = flags.DEFINE_integer("slurm_array_parallelism", 16, "At mos
 _LOCAL_PARALLELISM = flags.DEFINE_integer("local_parallelism", 2, "--launcher=local: at most "
                                           "this many processes (the points are split among them).")
 flags.mark_flags_as_required(["workdir"])
+# launch.Resources' fields and launch_sweep's argument -> the flags that set them.
+_LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
+                 "cpus_per_task": "slurm_cpus_per_task", "gpus_per_node": "slurm_gpus_per_node",
+                 "array_parallelism": "slurm_array_parallelism", "mem_gb": "slurm_mem_gb",
+                 "local_parallelism": "local_parallelism"}
 
 
 def _sweep_from_config_file() -> object:
@@ -78,8 +83,11 @@ def main(argv: list[str]) -> None:
       if _NUM_SHARDS.value != 1:
         raise ConfigError("--num_shards splits an inline sweep; with --launcher="
                           f"{_LAUNCHER.value} every unfinished point is submitted (drop it)")
-      launched = launch.launch_sweep(config, overrides, _WORKDIR.value, _LAUNCHER.value,
-                                     _resources())
+      try:
+        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, _LAUNCHER.value,
+                                       _resources())
+      except RnnlabError as e:
+        raise cli.as_flags(e, _LAUNCH_FLAGS) from None
       if launched.rows is None:
         print(f"submitted {len(launched.submitted)} points as Slurm jobs "
               f"{' '.join(launched.job_ids)} (logs: "

@@ -72,5 +72,13 @@ def file_bytes(directory: str) -> dict[str, bytes]:
   return out
 
 
+def committed_results_status() -> str:
+  """`git status --porcelain` of experiments/results (untracked files listed one by one): equal
+  before and after a command shows that it left the committed results alone."""
+  return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all",
+                         "experiments/results"], cwd=ROOT, capture_output=True, text=True,
+                        check=True).stdout
+
+
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: trains to convergence; deselect with -m 'not slow'")

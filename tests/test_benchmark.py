@@ -1,20 +1,34 @@
 """experiments.benchmark --quick: runs end to end and reports ratios against the peers."""
 
-from tests.conftest import run_entry
+import subprocess
+import sys
+
+from tests.conftest import ROOT, committed_results_status, entry_env, run_entry
 
 
-def test_quick_benchmark_writes_ratio_table(tmp_path):
-  out = tmp_path / "benchmark.md"
-  result = run_entry("experiments.benchmark", "--quick", f"--output={out}")
+def test_quick_benchmark_writes_ratio_table_outside_the_committed_results(tmp_path):
+  """The README's `--quick` (no --output) reports under the temporary directory, with every
+  column of every peer (torch is a test dependency), and leaves experiments/results alone."""
+  before = committed_results_status()
+  result = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--quick"], cwd=ROOT,
+                          env=dict(entry_env(), TMPDIR=str(tmp_path)), capture_output=True,
+                          text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  report = out.read_text()
-  for column in ("flax/rnnlab train", "flax/rnnlab fwd", "compile s rnnlab", "peak frac"):
-    assert column in report and column in result.stdout
-  assert "torch/rnnlab train" in report or "PyTorch column skipped" in report
-  assert "load average" in report and "python -m experiments.benchmark --quick" in report
+  assert committed_results_status() == before
+  report = (tmp_path / "rnnlab_benchmark" / "benchmark.md").read_text()
+  assert "- command: `python -m experiments.benchmark --quick`" in report
+  load = next(l for l in report.splitlines() if l.startswith("- load average"))
+  assert len(load.split(": ")[1].split(";")[0].split()) == 3  # 1, 5 and 15 min, as numbers
   header, row = _row(report, "| cell |"), _row(report, "| lstm |")
-  for column in ("flax/rnnlab train", "flax/rnnlab fwd"):
-    assert float(row[header.index(column)]) > 0
+  for column in ("rnnlab train ms", "flax train ms", "torch train ms", "flax/rnnlab train",
+                 "torch/rnnlab train", "rnnlab fwd ms", "flax fwd ms", "torch fwd ms",
+                 "flax/rnnlab fwd", "torch/rnnlab fwd", "compile s rnnlab", "compile s flax"):
+    assert float(row[header.index(column)]) > 0, column
+    assert column in result.stdout
+  assert int(row[header.index("torch threads")]) >= 1
+  assert 0 < float(row[header.index("peak frac")].rstrip("%"))
+  # The notes are lab notes of the committed report: a fresh report points to them.
+  assert "See the notes section of experiments/results/benchmark.md." in report
 
 
 def _row(report: str, prefix: str) -> list[str]:

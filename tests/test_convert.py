@@ -12,24 +12,26 @@ import sys
 
 os.environ["KERAS_BACKEND"] = "jax"  # must precede the first import of keras
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 import pytest
-
-nn = pytest.importorskip("flax.linen")
+import torch
 
 from rnnlab import models
 from rnnlab.core import (
   cells,  # pylint: disable=g-import-not-at-top
   recurrent,
 )
-from rnnlab.interop import convert
+from rnnlab.interop import flax_weights, keras_weights, layout, torch_weights
 
 CELLS = ["vanilla", "lstm", "gru"]
 IN, H, T, B = 3, 4, 6, 3
 LENGTHS = np.array([6, 2, 4])  # unsorted, one full-length sequence
 TOL = dict(rtol=1e-5, atol=1e-5)
+torch.set_num_threads(1)  # tiny modules: threads only add overhead on a shared CPU
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -92,20 +94,21 @@ def _assert_carry_close(peer_carry, carry):
 
 def test_cell_names_and_layout_errors():
   with pytest.raises(ValueError, match="convertible cells"):
-    convert.from_torch({}, "transformer")
+    torch_weights.from_torch({}, "transformer")
   with pytest.raises(ValueError, match="unexpected key"):
-    convert.encoder_layout({"layer0_fwd": {}, "readout": {}})
+    layout.encoder_layout({"layer0_fwd": {}, "readout": {}})
   with pytest.raises(ValueError, match="directions"):
-    convert.encoder_layout({"layer0_fwd": {}, "layer0_bwd": {}, "layer1_fwd": {}})
-  assert convert.encoder_layout({"params": {"layer0_fwd": {}, "layer1_fwd": {}}}) == (2, False)
+    layout.encoder_layout({"layer0_fwd": {}, "layer0_bwd": {}, "layer1_fwd": {}})
+  assert layout.encoder_layout({"params": {"layer0_fwd": {}, "layer1_fwd": {}}}) == (2, False)
 
 
-def test_import_needs_neither_torch_nor_keras():
-  tree = ast.parse(open(convert.__file__, encoding="utf-8").read())
+@pytest.mark.parametrize("module", [layout, torch_weights, flax_weights, keras_weights])
+def test_import_needs_neither_torch_nor_keras(module):
+  tree = ast.parse(open(module.__file__, encoding="utf-8").read())
   top = [a.name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
          for a in node.names] + [node.module for node in tree.body
                                  if isinstance(node, ast.ImportFrom)]
-  assert not [m for m in top if m and m.split(".")[0] in ("torch", "keras", "tensorflow")]
+  assert top and not [m for m in top if m and m.split(".")[0] in ("torch", "keras", "tensorflow")]
 
 
 def test_missing_peer_names_the_pip_command(monkeypatch):
@@ -113,20 +116,14 @@ def test_missing_peer_names_the_pip_command(monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)
   monkeypatch.setitem(sys.modules, "keras", None)
   with pytest.raises(ImportError, match="pip install torch"):
-    convert.to_torch_module(params, "lstm")
+    torch_weights.to_torch_module(params, "lstm")
   with pytest.raises(ImportError, match="pip install keras"):
-    convert.to_keras_layers(params, "lstm")
+    keras_weights.to_keras_layers(params, "lstm")
 
 
 # ----------------------------------------------------------------------------- PyTorch
 
-def _torch():
-  torch = pytest.importorskip("torch")
-  torch.set_num_threads(1)
-  return torch
-
-
-def _run_torch(torch, module, x):
+def _run_torch(module, x):
   """Packed (unsorted) batch -> (ys [B, T, D*H] zero-padded, h_n, c_n or None) as numpy."""
   from torch.nn.utils import rnn as rnn_utils  # pylint: disable=g-import-not-at-top
   packed = rnn_utils.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(LENGTHS),
@@ -141,7 +138,6 @@ def _run_torch(torch, module, x):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_from_torch_matches_outputs(cell, bidirectional):
-  torch = _torch()
   torch.manual_seed(0)
   cls = {"vanilla": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
   module = cls(IN, H, num_layers=2, bidirectional=bidirectional, batch_first=True)
@@ -149,41 +145,41 @@ def test_from_torch_matches_outputs(cell, bidirectional):
     for p in module.parameters():  # distinct, non-zero bias_ih and bias_hh
       p.copy_(0.5 * torch.randn_like(p))
   x, _ = _batch()
-  ref_ys, ref_h, ref_c = _run_torch(torch, module, x)
+  ref_ys, ref_h, ref_c = _run_torch(module, x)
 
-  params = convert.from_torch(module.state_dict(), cell, num_layers=2, bidirectional=bidirectional)
+  params = torch_weights.from_torch(module.state_dict(), cell, num_layers=2,
+                                    bidirectional=bidirectional)
   carries, ys = _apply(cell, bidirectional)({"params": params}, x, LENGTHS)
   # pad_packed_sequence zero-fills padding, as rnnlab does: compare every step.
   np.testing.assert_allclose(ys, ref_ys, **TOL)
-  h_n, c_n = convert.carries_to_torch(carries)
+  h_n, c_n = torch_weights.carries_to_torch(carries)
   np.testing.assert_allclose(h_n, ref_h, **TOL)
   if cell == "lstm":
     np.testing.assert_allclose(c_n, ref_c, **TOL)
   else:
     assert c_n is None
-  _assert_carry_close(convert.carries_from_torch(ref_h, ref_c, bidirectional=bidirectional),
+  _assert_carry_close(torch_weights.carries_from_torch(ref_h, ref_c, bidirectional=bidirectional),
                       carries)
   # Layout read from the keys gives the same tree.
-  _assert_trees_equal(convert.from_torch(module.state_dict(), cell), params)
+  _assert_trees_equal(torch_weights.from_torch(module.state_dict(), cell), params)
 
 
 @pytest.mark.parametrize("cell", CELLS + ["irnn"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_to_torch_round_trip_and_outputs(cell, bidirectional):
-  torch = _torch()
   params = _random_encoder_params(cell, bidirectional)
-  sd = convert.to_torch(params, cell)
+  sd = torch_weights.to_torch(params, cell)
   assert all(isinstance(v, np.ndarray) for v in sd.values())
-  _assert_trees_equal(convert.from_torch(sd, cell, 2, bidirectional), params)
+  _assert_trees_equal(torch_weights.from_torch(sd, cell, 2, bidirectional), params)
 
-  module = convert.to_torch_module(params, cell)  # strict load_state_dict: names and shapes
+  module = torch_weights.to_torch_module(params, cell)  # strict load_state_dict: names and shapes
   if cell == "irnn":
     assert module.nonlinearity == "relu"
   x, _ = _batch()
-  ref_ys, ref_h, ref_c = _run_torch(torch, module, x)
+  ref_ys, ref_h, ref_c = _run_torch(module, x)
   carries, ys = _apply(cell, bidirectional)({"params": params}, x, LENGTHS)
   np.testing.assert_allclose(ys, ref_ys, **TOL)
-  h_n, c_n = convert.carries_to_torch(carries)
+  h_n, c_n = torch_weights.carries_to_torch(carries)
   np.testing.assert_allclose(h_n, ref_h, **TOL)
   if cell == "lstm":
     np.testing.assert_allclose(c_n, ref_c, **TOL)
@@ -191,7 +187,7 @@ def test_to_torch_round_trip_and_outputs(cell, bidirectional):
 
 def test_to_torch_bias_convention():
   params = _random_encoder_params("gru", False, 1)
-  sd = convert.to_torch(params, "gru", prefix="rnn.")
+  sd = torch_weights.to_torch(params, "gru", prefix="rnn.")
   p = params["layer0_fwd"]
   np.testing.assert_array_equal(sd["rnn.bias_ih_l0"], p["b"])
   np.testing.assert_array_equal(sd["rnn.bias_hh_l0"][:2 * H], 0.0)
@@ -199,28 +195,28 @@ def test_to_torch_bias_convention():
   np.testing.assert_array_equal(sd["rnn.weight_ih_l0"], np.asarray(p["w_i"]).T)
   # Keys of a larger model: only the prefixed ones are read.
   sd["readout.weight"] = np.zeros((2, 2), np.float32)
-  _assert_trees_equal(convert.from_torch(sd, "gru", prefix="rnn."), params)
+  _assert_trees_equal(torch_weights.from_torch(sd, "gru", prefix="rnn."), params)
 
 
 def test_torch_errors():
   params = _random_encoder_params("lstm", True)
-  sd = convert.to_torch(params, "lstm")
+  sd = torch_weights.to_torch(params, "lstm")
   broken = {k: v for k, v in sd.items() if k != "bias_hh_l1_reverse"}
   with pytest.raises(ValueError, match="lacks.*bias_hh_l1_reverse"):
-    convert.from_torch(broken, "lstm", 2, True)
+    torch_weights.from_torch(broken, "lstm", 2, True)
   with pytest.raises(ValueError, match="unexpected state_dict keys"):
-    convert.from_torch(sd, "lstm", num_layers=1, bidirectional=True)
+    torch_weights.from_torch(sd, "lstm", num_layers=1, bidirectional=True)
   with pytest.raises(ValueError, match="do not fit a torch gru"):
-    convert.from_torch(sd, "gru")
+    torch_weights.from_torch(sd, "gru")
   with pytest.raises(ValueError, match="proj_size"):
-    convert.from_torch({**sd, "weight_hr_l0": sd["weight_hh_l0"]}, "lstm")
+    torch_weights.from_torch({**sd, "weight_hr_l0": sd["weight_hh_l0"]}, "lstm")
   with pytest.raises(ValueError, match="no state_dict keys"):
-    convert.from_torch(sd, "lstm", prefix="encoder.")
+    torch_weights.from_torch(sd, "lstm", prefix="encoder.")
   gru_old = _random_encoder_params("gru", False, 1, reset_after=False)
   with pytest.raises(ValueError, match="reset_after=False"):
-    convert.to_torch(gru_old, "gru")
+    torch_weights.to_torch(gru_old, "gru")
   with pytest.raises(ValueError, match="shape"):
-    convert.to_torch(params, "vanilla")
+    torch_weights.to_torch(params, "vanilla")
 
 
 # ----------------------------------------------------------------------------- flax.linen
@@ -243,20 +239,20 @@ def test_from_flax_matches_outputs(cell, flax_cls, reverse):
   variables = _randomize(jax.eval_shape(rnn.init, jax.random.key(0), x))
   ref_carry, ref_ys = _run_flax(flax_cls, variables, x, reverse)
 
-  params = convert.from_flax(variables["params"]["cell"], cell)
+  params = flax_weights.from_flax(variables["params"]["cell"], cell)
   carry, ys = _scan(cell, reverse)(params, x, LENGTHS)
   np.testing.assert_allclose(ys, _real(ref_ys, valid), **TOL)
-  _assert_carry_close(convert.carry_from_flax(ref_carry, cell), carry)
+  _assert_carry_close(flax_weights.carry_from_flax(ref_carry, cell), carry)
   # Wrappers are stripped: the whole variables dict converts the same.
-  _assert_trees_equal(convert.from_flax(variables, cell), params)
+  _assert_trees_equal(flax_weights.from_flax(variables, cell), params)
 
 
 @pytest.mark.parametrize("cell,flax_cls", FLAX_CELLS)
 def test_to_flax_round_trip_and_outputs(cell, flax_cls):
   x, valid = _batch()
   params = _randomize(cells.get(cell).init(jax.random.key(0), IN, H))
-  tree = convert.to_flax(params, cell)
-  _assert_trees_equal(convert.from_flax(tree, cell), params)
+  tree = flax_weights.to_flax(params, cell)
+  _assert_trees_equal(flax_weights.from_flax(tree, cell), params)
   # The tree is exactly what flax itself creates (names and shapes).
   init = jax.eval_shape(nn.RNN(getattr(nn, flax_cls)(features=H)).init, jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, init["params"]["cell"]) == jax.tree.map(jnp.shape, tree)
@@ -264,27 +260,27 @@ def test_to_flax_round_trip_and_outputs(cell, flax_cls):
   ref_carry, ref_ys = _run_flax(flax_cls, {"params": {"cell": tree}}, x, False)
   carry, ys = _scan(cell)(params, x, LENGTHS)
   np.testing.assert_allclose(ys, _real(ref_ys, valid), **TOL)
-  _assert_carry_close(ref_carry, convert.carry_to_flax(carry, cell))
+  _assert_carry_close(ref_carry, flax_weights.carry_to_flax(carry, cell))
 
 
 def test_flax_carries_and_errors():
   h, c = jnp.ones((H,)), jnp.zeros((H,))
-  assert convert.carry_to_flax(cells.LSTMState(h=h, c=c), "lstm") == (c, h)
-  state = convert.carry_from_flax((c, h), "lstm")
+  assert flax_weights.carry_to_flax(cells.LSTMState(h=h, c=c), "lstm") == (c, h)
+  state = flax_weights.carry_from_flax((c, h), "lstm")
   assert isinstance(state, cells.LSTMState) and state.h is h and state.c is c
   with pytest.raises(ValueError, match="LSTMState"):
-    convert.carry_to_flax((h, c), "lstm")
-  assert convert.carry_to_flax(h, "gru") is h
+    flax_weights.carry_to_flax((h, c), "lstm")
+  assert flax_weights.carry_to_flax(h, "gru") is h
 
   gru_old = cells.get("gru", reset_after=False).init(jax.random.key(0), IN, H)
   with pytest.raises(ValueError, match="reset_after=False"):
-    convert.to_flax(gru_old, "gru")
-  lstm = convert.to_flax(cells.get("lstm").init(jax.random.key(0), IN, H), "lstm")
+    flax_weights.to_flax(gru_old, "gru")
+  lstm = flax_weights.to_flax(cells.get("lstm").init(jax.random.key(0), IN, H), "lstm")
   del lstm["hf"]
   with pytest.raises(ValueError, match="'hf'"):
-    convert.from_flax(lstm, "lstm")
+    flax_weights.from_flax(lstm, "lstm")
   with pytest.raises(ValueError, match="lack"):
-    convert.from_flax(lstm, "gru")
+    flax_weights.from_flax(lstm, "gru")
 
 
 # ----------------------------------------------------------------------------- Keras 3
@@ -292,14 +288,7 @@ def test_flax_carries_and_errors():
 KERAS_CASES = [("vanilla", True), ("lstm", True), ("gru", True), ("gru", False)]  # reset_after
 
 
-def _keras():
-  keras = pytest.importorskip("keras")
-  if not keras.__version__.startswith("3"):
-    pytest.skip("Keras 3 needed")
-  return keras
-
-
-def _run_keras(keras, layers, x, valid):
+def _run_keras(layers, x, valid):
   """Stack of return_sequences/return_state layers on a masked batch -> (ys, last layer states)."""
   out = (x,)
   for layer in layers:
@@ -319,7 +308,6 @@ def _rnnlab_states(cell, layer_carries):
 @pytest.mark.parametrize("cell,reset_after", KERAS_CASES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_from_keras_matches_outputs(cell, reset_after, bidirectional):
-  keras = _keras()
   x, valid = _batch()
   kwargs = dict(return_sequences=True, return_state=True)
   if cell == "gru":
@@ -335,9 +323,9 @@ def test_from_keras_matches_outputs(cell, reset_after, bidirectional):
     layer.set_weights([0.5 * rng.normal(size=w.shape).astype(np.float32)
                        for w in layer.get_weights()])
     layers.append(layer)
-  ref_ys, ref_states = _run_keras(keras, layers, x, valid)
+  ref_ys, ref_states = _run_keras(layers, x, valid)
 
-  params = convert.from_keras_layers(layers, cell)
+  params = keras_weights.from_keras_layers(layers, cell)
   carries, ys = _apply(cell, bidirectional, reset_after=reset_after)(
       {"params": params}, x, LENGTHS)
   np.testing.assert_allclose(ys, _real(ref_ys, valid), **TOL)
@@ -348,15 +336,14 @@ def test_from_keras_matches_outputs(cell, reset_after, bidirectional):
 @pytest.mark.parametrize("cell,reset_after", KERAS_CASES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_to_keras_round_trip_and_outputs(cell, reset_after, bidirectional):
-  keras = _keras()
   x, valid = _batch()
   params = _random_encoder_params(cell, bidirectional, reset_after=reset_after)
   for p in params.values():  # per-cell lists
-    _assert_trees_equal(convert.from_keras(convert.to_keras(p, cell), cell), p)
-  layers = convert.to_keras_layers(params, cell, return_sequences=True, return_state=True)
-  _assert_trees_equal(convert.from_keras_layers(layers, cell), params)
+    _assert_trees_equal(keras_weights.from_keras(keras_weights.to_keras(p, cell), cell), p)
+  layers = keras_weights.to_keras_layers(params, cell, return_sequences=True, return_state=True)
+  _assert_trees_equal(keras_weights.from_keras_layers(layers, cell), params)
 
-  ref_ys, ref_states = _run_keras(keras, layers, x, valid)
+  ref_ys, ref_states = _run_keras(layers, x, valid)
   carries, ys = _apply(cell, bidirectional, reset_after=reset_after)(
       {"params": params}, x, LENGTHS)
   np.testing.assert_allclose(ys, _real(ref_ys, valid), **TOL)
@@ -366,7 +353,7 @@ def test_to_keras_round_trip_and_outputs(cell, reset_after, bidirectional):
 
 def test_keras_gru_bias_convention():
   params = _randomize(cells.get("gru").init(jax.random.key(0), IN, H))
-  kernel, rec, bias = convert.to_keras(params, "gru")
+  kernel, rec, bias = keras_weights.to_keras(params, "gru")
   assert bias.shape == (2, 3 * H)
   w_i = np.asarray(params["w_i"])
   np.testing.assert_array_equal(kernel[:, :H], w_i[:, H:2 * H])  # Keras z = rnnlab z
@@ -376,25 +363,24 @@ def test_keras_gru_bias_convention():
   # A recurrent z/r bias folds into b; the h part stays inside the reset product.
   bias = bias.copy()
   bias[1, :H] = 1.0
-  folded = convert.from_keras([kernel, rec, bias], "gru")
+  folded = keras_weights.from_keras([kernel, rec, bias], "gru")
   np.testing.assert_allclose(folded["b"][H:2 * H], np.asarray(params["b"])[H:2 * H] + 1.0)
   np.testing.assert_array_equal(folded["b_hn"], params["b_hn"])
 
 
 def test_keras_errors():
-  keras = _keras()
   lstm = keras.layers.LSTM(H)
   lstm.build((None, T, IN))
   with pytest.raises(ValueError, match="expected a Keras GRU"):
-    convert.from_keras_layers([lstm], "gru")
+    keras_weights.from_keras_layers([lstm], "gru")
   with pytest.raises(ValueError, match="do not fit a gru"):
-    convert.from_keras(lstm, "gru")
+    keras_weights.from_keras(lstm, "gru")
   relu = keras.layers.LSTM(H, activation="relu")
   relu.build((None, T, IN))
   with pytest.raises(ValueError, match="activation"):
-    convert.from_keras_layers([relu], "lstm")
+    keras_weights.from_keras_layers([relu], "lstm")
   with pytest.raises(ValueError, match="reset_after=True"):
-    convert.from_keras(convert.to_keras(cells.get("gru").init(jax.random.key(0), IN, H), "gru"),
+    keras_weights.from_keras(keras_weights.to_keras(cells.get("gru").init(jax.random.key(0), IN, H), "gru"),
                        "gru", reset_after=False)
   with pytest.raises(ValueError, match="Bidirectional"):
-    convert.from_keras([np.zeros((IN, 4 * H))] * 6, "lstm")
+    keras_weights.from_keras([np.zeros((IN, 4 * H))] * 6, "lstm")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from rnnlab.analysis import gradient_flow
+from rnnlab.studies import gradient_flow as gradient_flow_study
 from rnnlab.studies import plots
 from rnnlab.training import train
-from tests.conftest import run_entry, tiny_config
+from tests.conftest import committed_results_status, run_entry, tiny_config
 
 
 def _setup(task="adding", cell="vanilla", **model):
@@ -93,10 +94,10 @@ def test_vanilla_gradients_explode_or_vanish_back_through_time():
 
 def test_gradient_flow_of_a_trained_run(tmp_path):
   train.train_and_evaluate(tiny_config("adding", "vanilla", num_steps=10), str(tmp_path))
-  data = gradient_flow.gradient_flow_of_workdir(str(tmp_path), num_examples=4)
+  data = gradient_flow_study.gradient_flow_of_workdir(str(tmp_path), num_examples=4)
   assert [(r["stage"], r["step"]) for r in data["runs"]] == [("init", 0), ("trained", 10)]
   assert all(len(r["norms"]) == 10 for r in data["runs"])
-  with open(tmp_path / gradient_flow.DATA_FILE) as f:
+  with open(tmp_path / gradient_flow_study.DATA_FILE) as f:
     assert json.load(f) == data
   assert plots.gradient_flow(data, str(tmp_path / "flow.png"))
   assert os.path.getsize(tmp_path / "flow.png") > 1000
@@ -117,6 +118,25 @@ def test_exploding_plot_reads_saved_data(tmp_path):
   assert plots.exploding(data, str(tmp_path / "x.png"))
   assert os.path.getsize(tmp_path / "x.png") > 1000
   assert not plots.exploding({"norms": []}, str(tmp_path / "y.png"))
+
+
+def test_entry_point_on_a_run_writes_into_its_workdir(tmp_path):
+  """`--workdir=RUN` without --results_dir leaves experiments/results alone: data and plot go to
+  the run's workdir."""
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(tiny_config("adding", "gru", num_steps=10), str(workdir))
+  before = committed_results_status()
+  result = run_entry("experiments.gradient_flow", f"--workdir={workdir}", "--num_examples=4")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert committed_results_status() == before
+  plot = workdir / gradient_flow_study.PLOT_FILE
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == {"plot": str(plot)}
+  assert os.path.getsize(plot) > 1000
+  with open(workdir / gradient_flow_study.DATA_FILE) as f:
+    data = json.load(f)
+  assert [(r["stage"], r["step"]) for r in data["runs"]] == [("init", 0), ("trained", 10)]
+  assert data["command"] == ("python -m experiments.gradient_flow "
+                             f"--workdir={workdir} --num_examples=4")
 
 
 def test_entry_point_needs_config_or_workdir():

@@ -11,14 +11,13 @@ import os
 import jax
 import numpy as np
 import pytest
+import torch
 
 from rnnlab import tasks
 from rnnlab.errors import RnnlabError
 from rnnlab.interop import importing
 from rnnlab.training import evaluation, train
 from tests.conftest import run_entry, tiny_config
-
-torch = pytest.importorskip("torch")
 
 H, EMBED, T = 8, 16, 7
 LENGTHS = np.array([7, 3, 5])  # unsorted, one full-length sequence
@@ -176,7 +175,7 @@ def test_mismatch_errors(tmp_path):
 @pytest.mark.slow  # Keras' import and model building take ~20 s on a small CPU
 def test_keras_import_matches(tmp_path):
   os.environ.setdefault("KERAS_BACKEND", "jax")
-  keras = pytest.importorskip("keras")
+  import keras  # pylint: disable=import-outside-toplevel  # after KERAS_BACKEND is set
   config = _config(bidirectional=True, cell="gru")
   vocab = _vocab(config)
   tokens = keras.Input((None,), dtype="int32")

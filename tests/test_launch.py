@@ -15,7 +15,7 @@ import pytest
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import launch, sweep, sweep_spec
 from rnnlab.training import train
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, run_entry, tiny_config
 
 # The command of README.md's "Sweeps on a cluster" section (its workdir is replaced in the test).
 README_COMMAND = r"""python -m experiments.sweep --config=configs/adding.py \
@@ -42,7 +42,6 @@ def _table(rows):
 def launched(tmp_path_factory):
   """The same 2 points swept inline and through submitit's LocalExecutor; before the local
   launch, point 0 is finished (a copy of the inline run) and point 1 was interrupted at step 5."""
-  pytest.importorskip("submitit")
   tmp = tmp_path_factory.mktemp("launch")
   config = _config()
   overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,3e-3", config))
@@ -128,15 +127,25 @@ def test_missing_submitit_says_how_to_install(monkeypatch):
     ("time_min", 0, "slurm_time_min"), ("gpus_per_node", -1, "slurm_gpus_per_node"),
     ("array_parallelism", 0, "slurm_array_parallelism"), ("mem_gb", 0.0, "slurm_mem_gb"),
     ("local_parallelism", 0, "local_parallelism")])
-def test_bad_resources_name_the_flag(field, value, flag):
-  with pytest.raises(ConfigError, match=f"--{flag}"):
+def test_bad_resources_name_the_field(field, value, flag):
+  with pytest.raises(ConfigError, match=f"^{field} must be") as e:
     launch.Resources(**{field: value}).check()
+  assert "--" not in str(e.value)  # the library names its fields; the entry point the flags
+
+
+def test_entry_point_names_the_resource_flag(tmp_path):
+  """The library's `time_min` reaches the user of experiments.sweep as `--slurm_time_min`."""
+  result = run_entry("experiments.sweep", "--config=configs/copy.py", f"--workdir={tmp_path}",
+                     "--sweep=train.learning_rate=1e-3", "--launcher=local",
+                     "--slurm_time_min=0")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert "error: --slurm_time_min must be an integer >= 1, got 0" in result.stderr
+  assert not os.listdir(tmp_path)  # refused before anything is written
 
 
 def test_readme_slurm_command_submits_the_array(tmp_path):
   """The README command, run with a fake `sbatch` on PATH: the sbatch file asks for the flags'
   resources, one array task per point, logs under DIR/submitit/."""
-  pytest.importorskip("submitit")
   readme = os.path.join(ROOT, "README.md")
   if os.path.exists(readme) and "Sweeps on a cluster" in open(readme).read():
     assert README_COMMAND in open(readme).read()

@@ -1,5 +1,8 @@
 """Seq2seq translation: the generated language, shapes, masking, greedy decoding, training."""
 
+import csv
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +12,11 @@ from configs import seq2seq as seq2seq_config
 from rnnlab import tasks
 from rnnlab.errors import ConfigError
 from rnnlab.models import seq2seq
+from rnnlab.studies import seq2seq_study
 from rnnlab.tasks import translation
 from rnnlab.tasks.translation import TranslationTask, decode_source, decode_target, number_to_words
 from rnnlab.training import evaluation, train
+from tests.conftest import committed_results_status
 
 
 def _tiny_config(attention="additive", **train_kw):
@@ -189,3 +194,26 @@ def test_train_then_restore_and_evaluate(tmp_path):
   assert again["exact_match"] == pytest.approx(final["eval_exact_match"])
   assert again["token_accuracy"] == pytest.approx(final["eval_token_accuracy"])
   assert tasks.get(config.task).target_time == 11
+
+
+def test_study_reports_into_its_workdir_root(tmp_path):
+  """The study's table, CSV and plots go to workdir_root unless results_dir is named, and its
+  numbers are the evaluated ones; experiments/results is left as it was."""
+  before = committed_results_status()
+  config = _tiny_config(num_steps=2, eval_every=2, checkpoint_every=2)
+  results = seq2seq_study.run_study(config, str(tmp_path), ["none", "dot"], None, eval_batches=1,
+                                    machine="test", command="pytest")
+  assert committed_results_status() == before
+  for name in ("seq2seq.md", "seq2seq_bottleneck.csv", "seq2seq_bottleneck.png",
+               "seq2seq_attention.png"):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  with open(tmp_path / "seq2seq_bottleneck.csv") as f:
+    rows = list(csv.DictReader(f))
+  lengths = translation.TranslationTask.from_config(config.task).source_lengths
+  assert len(rows) == 2 * (len(lengths) + 1)
+  for row in rows:
+    key = "exact_match" if row["source_length"] == "all" else (
+        f"exact_match_len{int(row['source_length']):02d}")
+    assert float(row["exact_match"]) == pytest.approx(results[row["attention"]][key], abs=5e-5)
+  with pytest.raises(ConfigError, match="^variants=bad: each must be one of"):
+    seq2seq_study.run_study(config, str(tmp_path), ["bad"], None, 1, "test", "pytest")

@@ -10,12 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from rnnlab.training import checkpoint, metrics_log, tensorboard, train
 from tests.conftest import tiny_config
 
-event_accumulator = pytest.importorskip(
-    "tensorboard.backend.event_processing.event_accumulator")
 
 
 def _read(path):

@@ -16,6 +16,9 @@ runner discards their carry and output.
 The perturbed layer is run by the same pure functions as the model (`recurrent.scan` over a
 cell whose step adds delta_t), swapped in for the model's RecurrentEncoder with flax's method
 interception; the embedding, upper layers and readout are the model's own.
+
+The studies that train runs and save these norms (vanilla vs LSTM vs GRU, the exploding case) are
+in `rnnlab.studies.gradient_flow`.
 """
 
 from __future__ import annotations
@@ -23,9 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -36,11 +37,8 @@ import numpy as np
 from rnnlab import models
 from rnnlab.core import cells, recurrent
 from rnnlab.errors import RnnlabError
-from rnnlab.training import run_folder
 
 Array = jax.Array
-DATA_FILE = "gradient_flow.json"
-EXPLODING_FILE = "gradient_flow_exploding.json"
 
 
 # ----------------------------------------------------------------------------- the gradients
@@ -181,7 +179,8 @@ def trainer_gradient_norms(trainer: Any, params: Any, num_examples: int = 64,
   return np.stack([np.asarray(gradient_norms(grads, d)) for d in range(grads.shape[1])])
 
 
-def _one_seed(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def one_seed(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` with train.num_seeds = 1 (the diagnostic reads one replica)."""
   config = copy.deepcopy(config)
   config.train.num_seeds = 1
   return config
@@ -190,7 +189,7 @@ def _one_seed(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def norms_at_init(config: ml_collections.ConfigDict, num_examples: int = 64) -> np.ndarray:
   """[time] forward-direction gradient norms of `config`'s model at initialisation."""
   from rnnlab.training import train
-  trainer = train.Trainer(_one_seed(config))
+  trainer = train.Trainer(one_seed(config))
   return trainer_gradient_norms(trainer, seed_params(trainer.init()), num_examples)[0]
 
 
@@ -200,98 +199,3 @@ def norms_of_workdir(workdir: str, num_examples: int = 64) -> tuple[np.ndarray, 
   trainer, state = evaluation.restore_run(workdir)
   step = int(np.asarray(state.step).reshape(-1)[0])
   return trainer_gradient_norms(trainer, seed_params(state), num_examples)[0], step
-
-
-def _write(path: str, data: dict[str, Any]) -> None:
-  run_folder.atomic_write(path, json.dumps(data, indent=1))
-
-
-def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[str],
-                        train_dir: str, train_steps: int, num_examples: int = 64,
-                        command: str | None = None) -> dict[str, Any]:
-  """Norms at initialisation and after `train_steps` steps (train_and_evaluate in
-  train_dir/<cell>, resumable) for each cell; writes and returns train_dir/gradient_flow.json."""
-  from rnnlab.training import train
-  runs = []
-  for name in cell_names:
-    c = _one_seed(config)
-    c.model.cell = name
-    c.train.num_steps = train_steps
-    c.train.stop_when_solved = False
-    runs.append({"cell": name, "stage": "init", "step": 0,
-                 "norms": norms_at_init(c, num_examples).tolist()})
-    workdir = os.path.join(train_dir, name)
-    summary = train.train_and_evaluate(c, workdir)
-    norms, step = norms_of_workdir(workdir, num_examples)
-    runs.append({"cell": name, "stage": "trained", "step": step, "norms": norms.tolist(),
-                 "final": summary.get("final", {}), "workdir": workdir})
-  data = {"task": config.task.name, "length": config.task.length,
-          "hidden": config.model.hidden_size, "num_examples": num_examples, "runs": runs,
-          "command": command}
-  _write(os.path.join(train_dir, DATA_FILE), data)
-  return data
-
-
-def gradient_flow_of_workdir(workdir: str, num_examples: int = 64,
-                             command: str | None = None) -> dict[str, Any]:
-  """Norms at initialisation (same config and seed) and at the latest checkpoint of one trained
-  run; writes and returns workdir/gradient_flow.json."""
-  from rnnlab.training import evaluation
-  trainer, state = evaluation.restore_run(workdir)
-  step = int(np.asarray(state.step).reshape(-1)[0])
-  trained = trainer_gradient_norms(trainer, seed_params(state), num_examples)[0]
-  at_init = trainer_gradient_norms(trainer, seed_params(trainer.init()), num_examples)[0]
-  config = trainer.config
-  cell = config.model.cell
-  data = {"task": config.task.name, "length": config.task.length,
-          "hidden": config.model.hidden_size, "num_examples": num_examples,
-          "runs": [{"cell": cell, "stage": "init", "step": 0, "norms": at_init.tolist()},
-                   {"cell": cell, "stage": "trained", "step": step, "norms": trained.tolist(),
-                    "workdir": workdir}],
-          "command": command}
-  _write(os.path.join(workdir, DATA_FILE), data)
-  return data
-
-
-def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
-                    train_scale: float, train_steps: int, train_dir: str,
-                    num_examples: int = 64, command: str | None = None) -> dict[str, Any]:
-  """The exploding case for a vanilla tanh RNN.
-
-  Norms at initialisation for each recurrent scale (config.model.recurrent_scale), then
-  training at `train_scale` with config.train.grad_clip and with clipping off (both with
-  on_nonfinite="skip", so a run whose gradients overflow keeps going and shows it), in
-  train_dir/clip and train_dir/noclip. Writes and returns train_dir/gradient_flow_exploding.json.
-  """
-  from rnnlab.training import train
-  base = _one_seed(config)
-  base.model.cell = "vanilla"
-  base.model.activation = "tanh"
-  norms = []
-  for scale in scales:
-    c = copy.deepcopy(base)
-    c.model.recurrent_scale = float(scale)
-    norms.append({"scale": float(scale), "norms": norms_at_init(c, num_examples).tolist()})
-  clip = config.train.grad_clip if config.train.grad_clip > 0 else 1.0
-  runs = []
-  for label, grad_clip, sub in ((f"global-norm clip {clip}", clip, "clip"),
-                                ("no clipping", 0.0, "noclip")):
-    c = copy.deepcopy(base)
-    c.model.recurrent_scale = float(train_scale)
-    c.train.grad_clip = grad_clip
-    c.train.num_steps = train_steps
-    c.train.stop_when_solved = False
-    c.train.on_nonfinite = "skip"
-    c.train.log_every = min(c.train.log_every, max(1, train_steps // 50))  # smooth curves
-    workdir = os.path.join(train_dir, sub)
-    summary = train.train_and_evaluate(c, workdir)
-    runs.append({"label": label, "grad_clip": grad_clip, "workdir": workdir,
-                 "final": summary.get("final", {}),
-                 "skipped_updates": summary.get("skipped_updates")})
-  from rnnlab import tasks
-  data = {"task": config.task.name, "length": config.task.length,
-          "hidden": config.model.hidden_size, "train_scale": float(train_scale),
-          "baseline": tasks.get(config.task).baseline, "norms": norms, "runs": runs,
-          "command": command}
-  _write(os.path.join(train_dir, EXPLODING_FILE), data)
-  return data

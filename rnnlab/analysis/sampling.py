@@ -194,12 +194,12 @@ def generate_from_workdir(workdir: str, prompt: str, length: int = 200,
   """Restores a charlm run, reads `prompt`, samples `length` characters; optionally writes the
   next-character bar chart (`next_char_chart.next_char_bar`) and measures the validation bpc."""
   if not prompt:
-    raise RnnlabError("--prompt must not be empty: the model predicts the next character of a "
+    raise RnnlabError("prompt must not be empty: the model predicts the next character of a "
                       "text it has read")
   if length < 0:
-    raise RnnlabError(f"--length must be >= 0, got {length}")
+    raise RnnlabError(f"length must be >= 0, got {length}")
   if not temperature >= 0:
-    raise RnnlabError(f"--temperature must be >= 0 (0: greedy), got {temperature}")
+    raise RnnlabError(f"temperature must be >= 0 (0: greedy), got {temperature}")
   lm, task, step = load_language_model(workdir, best)
   tokens = task.vocab.encode(prompt)  # unknown characters: RnnlabError listing them
   state, logits = read_prompt(lm, jnp.asarray(tokens))

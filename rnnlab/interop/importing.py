@@ -9,7 +9,8 @@ full train state (the imported params, a fresh optimizer state, the seed's keys)
 The model is rnnlab's `RNNModel` (embedding or float features -> RecurrentEncoder -> readout):
 params {"embed": {"embedding": [vocab, embed]}, "encoder": {"layer{k}_fwd"/"_bwd": cell params},
 "readout": {"kernel": [features, out], "bias": [out]}}. The recurrent weights are converted by
-`rnnlab.interop.convert`; the embedding and readout are taken from the file when present under the names
+`rnnlab.interop.torch_weights`, `flax_weights` and `keras_weights`; the embedding and readout are
+taken from the file when present under the names
 below, else initialised from `config.seed` exactly as a fresh run would (the log and the report
 say which). The file's layer count, directions, hidden size and cell must match the config.
 
@@ -28,7 +29,8 @@ Sources and the names read from them:
   flax   A .msgpack (`flax.serialization.to_bytes(params)` / `msgpack_serialize`) or .npz (keys
          "/"-joined paths, e.g. "encoder/layer0_fwd/w_i") of the RNNModel params tree above,
          optionally under "params". Encoder layers may hold rnnlab cell params (w_i, w_h, b,
-         b_hn) or flax.linen cell params (SimpleCell / LSTMCell / GRUCell, `convert.from_flax`).
+         b_hn) or flax.linen cell params (SimpleCell / LSTMCell / GRUCell,
+         `flax_weights.from_flax`).
   keras  A .keras model file (Keras 3, loaded with the jax backend unless KERAS_BACKEND is set):
          an optional Embedding, the recurrent layers (SimpleRNN / LSTM / GRU, or Bidirectional
          wrappers of them) in order, and an optional final Dense; InputLayer, Masking and
@@ -49,14 +51,15 @@ from absl import logging
 
 from rnnlab import models
 from rnnlab.errors import RnnlabError
-from rnnlab.interop import convert
+from rnnlab.core import cells
+from rnnlab.interop import flax_weights, keras_weights, layout, torch_weights
 from rnnlab.training import checkpoint, train
 
 SOURCES = ("torch", "flax", "keras")
 PARTS = ("embed", "encoder", "readout")
-_GATES = {"vanilla": 1, "irnn": 1, "lstm": 4, "gru": 3}
-_TORCH_MODULE = {1: "nn.RNN (cell vanilla or irnn)", 3: "nn.GRU (cell gru)",
-                 4: "nn.LSTM (cell lstm)"}
+# What a file's recurrent layers are, told apart by their number of gate blocks.
+_PEER_LAYERS = {"vanilla": "nn.RNN (cell vanilla or irnn)", "gru": "nn.GRU (cell gru)",
+                "lstm": "nn.LSTM (cell lstm)"}
 
 
 # ----------------------------------------------------------------------------- shared checks
@@ -66,8 +69,9 @@ def _check_layout(config: ml_collections.ConfigDict, where: str, num_layers: int
   """The file's recurrent stack against config.model; one error naming every mismatch."""
   m = config.model
   problems = []
-  if gates != _GATES[m.cell]:
-    have = _TORCH_MODULE.get(gates, f"{gates} gate blocks")
+  if gates != cells.get(m.cell).num_gates:
+    have = next((what for name, what in _PEER_LAYERS.items()
+                 if cells.get(name).num_gates == gates), f"{gates} gate blocks")
     problems.append(f"its recurrent layers are {have}, config.model.cell={m.cell!r}")
   if num_layers != m.num_layers:
     problems.append(f"it has {num_layers} recurrent layer(s), "
@@ -79,7 +83,7 @@ def _check_layout(config: ml_collections.ConfigDict, where: str, num_layers: int
     problems.append(f"its hidden size is {hidden}, config.model.hidden_size={m.hidden_size}")
   if problems:
     raise RnnlabError(f"{where} does not match the config: {'; '.join(problems)}. Pass the "
-                      "config the weights were trained with (override with --config.model.*).")
+                      "config the weights were trained with (or override its config.model keys).")
 
 
 def _check_gru_form(config: ml_collections.ConfigDict, reset_after: bool, where: str) -> None:
@@ -92,7 +96,7 @@ def _check_encoder(encoder: Mapping[str, Any], config: ml_collections.ConfigDict
                    where: str) -> None:
   """Layout check of rnnlab encoder params (as converted from any source)."""
   try:
-    num_layers, bidirectional = convert.encoder_layout(encoder)
+    num_layers, bidirectional = layout.encoder_layout(encoder)
   except ValueError as e:
     raise RnnlabError(f"{where}: {e}") from None
   w_h = encoder["layer0_fwd"]["w_h"]
@@ -107,9 +111,9 @@ def _load_torch_file(path: str) -> dict[str, Any]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise RnnlabError("--from=torch needs PyTorch to read the file: pip install torch (CPU build: "
-                      "pip install torch --index-url https://download.pytorch.org/whl/cpu)"
-                      ) from None
+    raise RnnlabError("importing torch weights needs PyTorch to read the file: pip install torch "
+                      "(CPU build: pip install torch --index-url "
+                      "https://download.pytorch.org/whl/cpu)") from None
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds here
@@ -144,7 +148,7 @@ def load_torch(path: str, config: ml_collections.ConfigDict,
   if not ih:
     raise RnnlabError(f"{where} has no recurrent weights {rnn_prefix}weight_ih_l0 (its keys: "
                       f"{', '.join(sorted(sd)[:12])}). Name the RNN module `rnn`, or give its "
-                      "prefix (--rnn_prefix)")
+                      "prefix (rnn_prefix)")
   w_hh = sd.get(f"{rnn_prefix}weight_hh_l0")
   if w_hh is None or w_hh.ndim != 2:
     raise RnnlabError(f"{where} lacks a 2-D {rnn_prefix}weight_hh_l0")
@@ -157,7 +161,7 @@ def load_torch(path: str, config: ml_collections.ConfigDict,
   rnn_keys = {k for k in sd if k.startswith(rnn_prefix) and re.fullmatch(
       r"(weight|bias)_(ih|hh)_l\d+(_reverse)?", k[len(rnn_prefix):])}
   try:
-    encoder = convert.from_torch({k: sd[k] for k in rnn_keys}, config.model.cell,
+    encoder = torch_weights.from_torch({k: sd[k] for k in rnn_keys}, config.model.cell,
                                  config.model.num_layers, config.model.bidirectional,
                                  prefix=rnn_prefix)
   except ValueError as e:
@@ -229,7 +233,7 @@ def load_flax(path: str, config: ml_collections.ConfigDict,
       encoder[name] = {k: np.asarray(v) for k, v in layer.items()}
     else:
       try:
-        encoder[name] = convert.from_flax(layer, config.model.cell)
+        encoder[name] = flax_weights.from_flax(layer, config.model.cell)
       except ValueError as e:
         raise RnnlabError(f"{where}: encoder/{name}: {e}") from None
   _check_encoder(encoder, config, where)
@@ -250,13 +254,14 @@ def load_keras(path: str, config: ml_collections.ConfigDict,
   del rnn_prefix  # torch only
   where = f"the Keras model {path!r}"
   if not path.endswith(".keras"):
-    raise RnnlabError(f"--from=keras reads a whole model saved with model.save('x.keras'); "
-                      f"{path!r} is not a .keras file (a .weights.h5 file holds no architecture)")
+    raise RnnlabError("importing keras weights reads a whole model saved with "
+                      f"model.save('x.keras'); {path!r} is not a .keras file (a .weights.h5 "
+                      "file holds no architecture)")
   os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras' first import
   try:
     import keras  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise RnnlabError("--from=keras needs Keras 3: pip install keras") from None
+    raise RnnlabError("importing keras weights needs Keras 3: pip install keras") from None
   try:
     model = keras.saving.load_model(path, compile=False)
   except Exception as e:  # pylint: disable=broad-except
@@ -281,7 +286,7 @@ def load_keras(path: str, config: ml_collections.ConfigDict,
                       f"{len(dense)} Dense layers; an RNNModel has at most one Embedding, "
                       "at least one recurrent layer and at most one Dense")
   try:
-    encoder = convert.from_keras_layers(rnns, config.model.cell)
+    encoder = keras_weights.from_keras_layers(rnns, config.model.cell)
   except ValueError as e:
     raise RnnlabError(f"{where}: {e}") from None
   _check_encoder(encoder, config, where)
@@ -358,9 +363,9 @@ def import_weights(source: str, path: str, config: ml_collections.ConfigDict, wo
     {"workdir", "step": 0, "from", "file", "imported": {part: where}, "initialised": [part]}.
   """
   if source not in LOADERS:
-    raise RnnlabError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
+    raise RnnlabError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
   if not os.path.isfile(path):
-    raise RnnlabError(f"--checkpoint={path!r} is not a file")
+    raise RnnlabError(f"path={path!r} is not a file")
   trainer = train.Trainer(config)
   if not isinstance(trainer.model, models.RNNModel):
     raise RnnlabError(f"task {trainer.task.name!r} builds its own model "
@@ -368,7 +373,7 @@ def import_weights(source: str, path: str, config: ml_collections.ConfigDict, wo
                       "rnnlab's RNNModel (embedding -> recurrent layers -> readout)")
   if os.path.isdir(os.path.join(workdir, checkpoint.CHECKPOINT_DIR)) and os.listdir(
       os.path.join(workdir, checkpoint.CHECKPOINT_DIR)):
-    raise RnnlabError(f"{workdir!r} already holds checkpoints; import into a new --workdir")
+    raise RnnlabError(f"{workdir!r} already holds checkpoints; import into a new workdir")
   params, where_from = LOADERS[source](path, config, rnn_prefix=rnn_prefix)
   _check_parts(params, trainer.abstract_state().params, f"the {source} file {path!r}")
 

@@ -62,16 +62,14 @@ class Resources:
   job_name: str = "rnnlab-sweep"
 
   def check(self) -> None:
-    """ConfigError naming the flag of the first bad value."""
-    for flag, value, low in [("slurm_time_min", self.time_min, 1),
-                             ("slurm_cpus_per_task", self.cpus_per_task, 1),
-                             ("slurm_gpus_per_node", self.gpus_per_node, 0),
-                             ("slurm_array_parallelism", self.array_parallelism, 1),
-                             ("local_parallelism", self.local_parallelism, 1)]:
+    """ConfigError naming the field of the first bad value."""
+    for field, low in [("time_min", 1), ("cpus_per_task", 1), ("gpus_per_node", 0),
+                       ("array_parallelism", 1), ("local_parallelism", 1)]:
+      value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"--{flag} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{field} must be an integer >= {low}, got {value!r}")
     if self.mem_gb is not None and not self.mem_gb > 0:
-      raise ConfigError(f"--slurm_mem_gb must be > 0, got {self.mem_gb!r}")
+      raise ConfigError(f"mem_gb must be > 0, got {self.mem_gb!r}")
 
 
 @dataclasses.dataclass
@@ -96,7 +94,7 @@ def require_submitit() -> ModuleType:
   try:
     import submitit  # pylint: disable=import-outside-toplevel
   except ImportError:
-    raise RnnlabError("--launcher=local and --launcher=slurm need submitit: "
+    raise RnnlabError("launcher=local and launcher=slurm need submitit: "
                       "pip install submitit") from None
   return submitit
 
@@ -104,14 +102,14 @@ def require_submitit() -> ModuleType:
 def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
   """A submitit executor ("local" or "slurm") that writes its files under `folder`."""
   if launcher not in ("local", "slurm"):
-    raise ConfigError(f"--launcher={launcher!r} does not submit jobs; choose local or slurm")
+    raise ConfigError(f"launcher={launcher!r} does not submit jobs; choose local or slurm")
   resources.check()
   submitit = require_submitit()
   try:
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
   except RuntimeError as e:  # no `srun` on PATH: not on a Slurm cluster
-    raise RnnlabError(f"--launcher=slurm: {e} Run it where sbatch and srun work (a login "
-                      "node), or use --launcher=local") from None
+    raise RnnlabError(f"launcher=slurm: {e} Run it where sbatch and srun work (a login "
+                      "node), or use launcher=local") from None
   params: dict[str, Any] = dict(name=resources.job_name, timeout_min=resources.time_min)
   if launcher == "slurm":
     params.update(cpus_per_task=resources.cpus_per_task,
@@ -186,7 +184,7 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
   `executor` replaces the one `make_executor` would build (tests).
   """
   if launcher not in ("local", "slurm"):
-    raise ConfigError(f"unknown --launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+    raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
   resources.check()
   require_submitit()
   points = sweep.make_points(config, overrides_list, base_workdir)

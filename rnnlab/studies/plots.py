@@ -171,8 +171,8 @@ def memory_horizon(csv_path: str, out: str,
 def gradient_flow(data: dict[str, Any], out: str) -> bool:
   """||dLoss/dh_t|| against t for each cell at initialisation and after training.
 
-  data: the JSON written by rnnlab.analysis.gradient_flow (`runs`: [{cell, stage, step, norms [time]}],
-    `task`, `length`). Left: the norms; right: the same divided by the norm at the last real
+  data: the JSON written by rnnlab.studies.gradient_flow (`runs`: [{cell, stage, step,
+    norms [time]}], `task`, `length`). Left: the norms; right: the same divided by the norm at the last real
     step, which shows how much of the signal reaches each step back through time.
   """
   runs = data.get("runs", [])
@@ -206,7 +206,7 @@ def exploding(data: dict[str, Any], out: str) -> bool:
   """The exploding-gradient case: norms through time for recurrent scales, and training with
   and without global-norm clipping (grad norm and loss per step, read from metrics.jsonl).
 
-  data: JSON written by rnnlab.analysis.gradient_flow.exploding_study (`norms`: [{scale, norms}],
+  data: JSON written by rnnlab.studies.gradient_flow.exploding_study (`norms`: [{scale, norms}],
     `runs`: [{label, workdir, grad_clip}]).
   """
   if not data.get("norms"):

@@ -53,7 +53,7 @@ def builtin_text() -> str:
     from pydoc_data import topics
   except ImportError:  # some minimal Python builds drop pydoc_data
     raise ConfigError(f"config.task.path={BUILTIN_CORPUS!r}: this Python has no pydoc_data module; "
-                      "pass a text file with --config.task.path=FILE") from None
+                      "set config.task.path to a text file") from None
   return "\n\n".join(topics.topics[name] for name in sorted(topics.topics))
 
 

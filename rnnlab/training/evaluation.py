@@ -39,7 +39,7 @@ def evaluate_workdir(workdir: str, best: bool = False,
   config = train.load_config(workdir)
   if eval_batches is not None:
     if eval_batches < 1:
-      raise CheckpointError(f"--eval_batches must be >= 1, got {eval_batches}")
+      raise CheckpointError(f"eval_batches must be >= 1, got {eval_batches}")
     config.train.eval_batches = eval_batches
   trainer, state = restore_run(workdir, best, config)
   values = jax.tree.map(lambda x: np.asarray(x).tolist(), trainer.eval_step(state))
