@@ -47,7 +47,7 @@ from absl import app, flags
 from configs import base as base_config
 from experiments import cli
 from rnnlab import models
-from rnnlab.core import linear_recurrence
+from rnnlab.core import cells, linear_recurrence
 from rnnlab.training import train
 
 _QUICK = flags.DEFINE_bool("quick", False, "One small shape and few repeats (for the tests).")
@@ -69,7 +69,6 @@ SHAPES = [(64, 100, 10, 128), (128, 200, 10, 256), (16, 500, 10, 64), (256, 50, 
 QUICK_SHAPES = [(8, 20, 4, 16)]
 SEEDS_SHAPE = (16, 500, 10, 64)
 QUICK_SEEDS_SHAPE = (4, 30, 10, 8)
-GATES = {"lstm": 4, "gru": 3, "vanilla": 1}
 # The parallel-in-time suite: (batch, input, hidden), the lengths, and timing rounds per length.
 PARALLEL_SHAPE, PARALLEL_TIMES = (64, 10, 128), (100, 1024, 4096)
 QUICK_PARALLEL_SHAPE, QUICK_PARALLEL_TIMES = (8, 4, 16), (20, 64)
@@ -186,7 +185,7 @@ def matmul_peak_gflops(repeats: int, n: int = 2048) -> float:
 def recurrent_flops(cell: str, shape: tuple[int, int, int, int]) -> float:
   """FLOPs of the recurrent layer's forward + backward matmuls: 2 B T (I + H) G H * 3."""
   b, t, i, h = shape
-  return 2.0 * b * t * (i + h) * GATES[cell] * h * 3
+  return 2.0 * b * t * (i + h) * cells.get(cell).num_gates * h * 3
 
 
 # ----------------------------------------------------------------------------- JAX peers
@@ -517,22 +516,22 @@ def format_table(rows: list[Row], with_torch: bool) -> str:
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
     m = r.ms
-    cells = [r.cell, ",".join(map(str, r.shape)), f"{m['rnnlab train']:.1f}",
+    values = [r.cell, ",".join(map(str, r.shape)), f"{m['rnnlab train']:.1f}",
              f"{m['flax train']:.1f}"]
     if with_torch:
-      cells += [f"{m['torch train']:.1f}"]
-    cells += [f"{m['flax train'] / m['rnnlab train']:.2f}"]
+      values += [f"{m['torch train']:.1f}"]
+    values += [f"{m['flax train'] / m['rnnlab train']:.2f}"]
     if with_torch:
-      cells += [f"{m['torch train'] / m['rnnlab train']:.2f}"]
-    cells += [f"{m['rnnlab forward']:.2f}", f"{m['flax forward']:.2f}"]
+      values += [f"{m['torch train'] / m['rnnlab train']:.2f}"]
+    values += [f"{m['rnnlab forward']:.2f}", f"{m['flax forward']:.2f}"]
     if with_torch:
-      cells += [f"{m['torch forward']:.2f}"]
-    cells += [f"{m['flax forward'] / m['rnnlab forward']:.2f}"]
+      values += [f"{m['torch forward']:.2f}"]
+    values += [f"{m['flax forward'] / m['rnnlab forward']:.2f}"]
     if with_torch:
-      cells += [f"{m['torch forward'] / m['rnnlab forward']:.2f}", str(r.torch_threads)]
-    cells += [f"{r.compile_s['rnnlab']:.2f}", f"{r.compile_s['flax']:.2f}",
+      values += [f"{m['torch forward'] / m['rnnlab forward']:.2f}", str(r.torch_threads)]
+    values += [f"{r.compile_s['rnnlab']:.2f}", f"{r.compile_s['flax']:.2f}",
               f"{100 * r.peak_fraction:.1f}%"]
-    lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| " + " | ".join(values) + " |")
   return "\n".join(lines)
 
 

@@ -62,23 +62,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab.core import cells
 from rnnlab.core.cells import LSTMState
 
 Array = jax.Array
 Params = dict[str, Array]
 EncoderParams = dict[str, Params]
 
-# rnnlab cell name -> (layout kind, number of gate blocks).
-_KINDS = {"vanilla": ("vanilla", 1), "irnn": ("vanilla", 1), "lstm": ("lstm", 4), "gru": ("gru", 3)}
+# rnnlab cell name -> layout kind (vanilla and irnn share one); the gate counts are the cells'.
+_LAYOUTS = {"vanilla": "vanilla", "irnn": "vanilla", "lstm": "lstm", "gru": "gru"}
 _LAYER_KEY = re.compile(r"^layer(\d+)_(fwd|bwd)$")
 
 
 # ----------------------------------------------------------------------------- helpers
 
 def _kind(cell_name: str) -> tuple[str, int]:
-  if cell_name not in _KINDS:
-    raise ValueError(f"cannot convert cell {cell_name!r}; convertible cells: {', '.join(_KINDS)}")
-  return _KINDS[cell_name]
+  """(layout kind, number of gate blocks) of a convertible cell."""
+  if cell_name not in _LAYOUTS:
+    raise ValueError(f"cannot convert cell {cell_name!r}; convertible cells: {', '.join(_LAYOUTS)}")
+  return _LAYOUTS[cell_name], cells.get(cell_name).num_gates
 
 
 def _np(x: Any) -> np.ndarray:

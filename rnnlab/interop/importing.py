@@ -48,15 +48,16 @@ import numpy as np
 from absl import logging
 
 from rnnlab import models
+from rnnlab.core import cells
 from rnnlab.errors import RnnlabError
 from rnnlab.interop import convert
 from rnnlab.training import checkpoint, train
 
 SOURCES = ("torch", "flax", "keras")
 PARTS = ("embed", "encoder", "readout")
-_GATES = {"vanilla": 1, "irnn": 1, "lstm": 4, "gru": 3}
-_TORCH_MODULE = {1: "nn.RNN (cell vanilla or irnn)", 3: "nn.GRU (cell gru)",
-                 4: "nn.LSTM (cell lstm)"}
+# The torch module that holds each convertible cell (its gate count, the cell's, names it).
+_TORCH_MODULES = (("vanilla", "nn.RNN (cell vanilla or irnn)"), ("gru", "nn.GRU (cell gru)"),
+                  ("lstm", "nn.LSTM (cell lstm)"))
 
 
 # ----------------------------------------------------------------------------- shared checks
@@ -66,8 +67,9 @@ def _check_layout(config: ml_collections.ConfigDict, where: str, num_layers: int
   """The file's recurrent stack against config.model; one error naming every mismatch."""
   m = config.model
   problems = []
-  if gates != _GATES[m.cell]:
-    have = _TORCH_MODULE.get(gates, f"{gates} gate blocks")
+  if gates != cells.get(m.cell).num_gates:
+    have = next((module for name, module in _TORCH_MODULES
+                 if cells.get(name).num_gates == gates), f"{gates} gate blocks")
     problems.append(f"its recurrent layers are {have}, config.model.cell={m.cell!r}")
   if num_layers != m.num_layers:
     problems.append(f"it has {num_layers} recurrent layer(s), "

@@ -659,9 +659,12 @@ def _matmul_probe(batch: int, hidden: int, num_seeds: int, repeats: int = 5
   import jax
   import jax.numpy as jnp
   key = jax.random.PRNGKey(0)
-  a, w = jax.random.normal(key, (batch, hidden)), jax.random.normal(key, (hidden, 4 * hidden))
+  from rnnlab.core import cells
+  gates = cells.get("lstm").num_gates
+  a = jax.random.normal(key, (batch, hidden))
+  w = jax.random.normal(key, (hidden, gates * hidden))
   a_s = jnp.broadcast_to(a, (num_seeds, batch, hidden))
-  w_s = jnp.broadcast_to(w, (num_seeds, hidden, 4 * hidden))
+  w_s = jnp.broadcast_to(w, (num_seeds, hidden, gates * hidden))
   one = jax.jit(lambda x, y: jnp.tanh(x @ y))
   many = jax.jit(jax.vmap(lambda x, y: jnp.tanh(x @ y)))
   jax.block_until_ready((one(a, w), many(a_s, w_s)))
