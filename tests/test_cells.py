@@ -151,3 +151,38 @@ def test_state_shape_mastery_check():
   carry, ys = recurrent.batched_scan(cell, p, jnp.zeros((32, 5, 10)))
   assert isinstance(carry, cells.LSTMState)
   assert carry.h.shape == (32, 128) and carry.c.shape == (32, 128) and ys.shape == (32, 5, 128)
+
+
+def test_gate_blocks_work_on_one_example_and_on_a_batch():
+  # The same functions serve `step` ([H]) and the fused layer ([B, H]).
+  B, Hs = 3, 4
+  k = iter(jax.random.split(jax.random.key(5), 8))
+  pre4 = jax.random.normal(next(k), (B, 4 * Hs))
+  c = jax.random.normal(next(k), (B, Hs))
+  batched = cells.lstm_gates(pre4, c)
+  single = jax.vmap(cells.lstm_gates)(pre4, c)
+  for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  (h, c_new), gates = batched
+  np.testing.assert_allclose(c_new, gates.f * c + gates.i * gates.g, rtol=1e-6)
+  assert h.shape == (B, Hs) and gates.o.shape == (B, Hs)
+
+  x_pre, h_pre = jax.random.normal(next(k), (B, 3 * Hs)), jax.random.normal(next(k), (B, 3 * Hs))
+  h0, b_hn = jax.random.normal(next(k), (B, Hs)), jax.random.normal(next(k), (Hs,))
+  h1, g = cells.gru_gates(x_pre, h_pre, h0, b_hn)
+  h1_single, _ = jax.vmap(cells.gru_gates, in_axes=(0, 0, 0, None))(x_pre, h_pre, h0, b_hn)
+  np.testing.assert_allclose(h1, h1_single, rtol=1e-6)
+  np.testing.assert_allclose(g.hn, h_pre[:, 2 * Hs:] + b_hn, rtol=1e-6)
+  np.testing.assert_allclose(cells.vanilla_gates(x_pre, "relu"), jnp.maximum(x_pre, 0.0))
+
+
+@pytest.mark.parametrize("name,gates,kind", [
+    ("vanilla", 1, "tanh"), ("irnn", 1, "relu"), ("lstm", 4, "lstm"), ("gru", 3, "gru"),
+    ("mingru", 2, None), ("minlstm", 3, None), ("lru", 1, None)])
+def test_gate_count_and_fused_kind_come_with_the_cell(name, gates, kind):
+  cell = cells.get(name)
+  assert (cell.num_gates, cell.fused_kind) == (gates, kind)
+  params = cell.init(jax.random.key(0), 3, 5)
+  if "b" in params:   # the fused kernels hold num_gates [H] blocks
+    assert params["b"].shape == (gates * 5,)
+  assert cells.get("gru", reset_after=False).fused_kind is None

@@ -1,6 +1,8 @@
 """The fused batched layer equals the per-example reference (`recurrent.batched_scan`) exactly in
 semantics: outputs, final carries and gradients, with padding, reverse, length 0 and carries."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +143,36 @@ def test_encoder_fused_equals_vmapped_stack():
   (_, ref_out), ref_grads = loss(ref)
   _close(fast_out, ref_out)
   _close(fast_grads, ref_grads)
+
+
+def _runs_custom_vjp(cell, params, xs):
+  """Whether fused.layer traces to the fused custom VJP (the reference path has none)."""
+  return "custom_vjp_call" in str(jax.make_jaxpr(
+      lambda p, x: fused.layer(cell, p, x, LENGTHS))(params, xs))
+
+
+@pytest.mark.parametrize("name,kind", [("lstm", "lstm"), ("gru", "gru"), ("vanilla", "tanh"),
+                                       ("irnn", "relu")])
+def test_classic_cell_with_fused_kind_runs_the_fused_path(name, kind):
+  cell, params, xs, _ = _setup(name)
+  assert cell.fused_kind == kind and fused.kind_of(cell) == kind
+  assert _runs_custom_vjp(cell, params, xs)
+  # The reference of the same cell has no custom VJP: the check above can fail.
+  assert "custom_vjp_call" not in str(jax.make_jaxpr(
+      lambda p, x: recurrent.batched_scan(cell, p, x, LENGTHS))(params, xs))
+
+
+def test_replaced_step_without_fused_kind_runs_the_reference_path():
+  cell, params, xs, _ = _setup("lstm")
+
+  def doubled(p, c, x):   # a wrapped step that changes the outputs
+    c, y = cell.step(p, c, x)
+    return c, 2.0 * y
+
+  wrapped = dataclasses.replace(cell, step=doubled, fused_kind=None)
+  assert not fused.supports(wrapped)
+  assert recurrent.choose_runner(wrapped, fused=True) == ("scan", None)
+  assert not _runs_custom_vjp(wrapped, params, xs)
+  _, ys = fused.layer(wrapped, params, xs, LENGTHS)
+  _, plain = fused.layer(cell, params, xs, LENGTHS)
+  _close(ys, 2.0 * plain)   # the wrapped step ran, not the fused LSTM

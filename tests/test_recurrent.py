@@ -225,3 +225,55 @@ def test_flax_nn_rnn_runs_over_padding_but_rnnlab_does_not():
   _, ys = recurrent.batched_scan(cell, params, xs, jnp.array([T]))
   np.testing.assert_allclose(ys[0, :T], f_ys[0, :T], rtol=1e-5, atol=1e-6)
   assert np.all(np.asarray(ys[0, T:]) == 0) and not np.all(np.asarray(f_ys[0, T:]) == 0)
+
+
+def test_sequence_mask_shapes_and_values():
+  from rnnlab.core.mask import sequence_mask
+  mask = sequence_mask(jnp.array([0, 2, 3]), 3)
+  assert mask.shape == (3, 3) and mask.dtype == jnp.bool_
+  np.testing.assert_array_equal(mask, [[False] * 3, [True, True, False], [True] * 3])
+  np.testing.assert_array_equal(sequence_mask(1, 3), [True, False, False])   # one sequence
+
+
+@pytest.mark.parametrize("name,method,expect", [
+    ("lstm", None, ("scan", None)), ("gru", "auto", ("scan", None)),
+    ("mingru", "associative", ("linear", "associative")), ("lru", None, ("scan", None))])
+def test_choose_runner(name, method, expect):
+  assert recurrent.choose_runner(cells.get(name), method) == expect
+  fused = recurrent.choose_runner(cells.get(name), method, fused=True)
+  assert fused == (("fused", None) if name in ("lstm", "gru") else expect)
+  assert recurrent.choose_runner(cells.get("minlstm", scan_method="sequential"), fused=True) == (
+      "linear", "sequential")
+  with pytest.raises(ValueError, match="no linear form"):
+    recurrent.choose_runner(cells.get("lstm"), "associative")
+
+
+ALL_CELLS = ["vanilla", "irnn", "lstm", "gru", "mingru", "minlstm", "lru"]
+
+
+@pytest.mark.parametrize("name", ALL_CELLS)
+def test_float64_params_and_inputs_run_in_float64(name):
+  # Converted torch weights stay float64 under x64: the default carry must follow them.
+  from rnnlab.core import fused
+  cell = cells.get(name)
+  B = 3
+  params32 = cell.init(jax.random.key(0), IN, H)
+  xs32 = jax.random.normal(jax.random.key(1), (B, T, IN))
+  lengths = jnp.array([T, 2, 0])
+  runs = {"scan": lambda p, x: recurrent.scan(cell, p, x[0], lengths[1]),
+          "fused": lambda p, x: fused.layer(cell, p, x, lengths)}
+  ref = {k: run(params32, xs32) for k, run in runs.items()}
+  with jax.enable_x64(True):
+    params64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), params32)
+    xs64 = jnp.asarray(np.asarray(xs32), jnp.float64)
+    for k, run in runs.items():
+      carry, ys = run(params64, xs64)
+      assert ys.dtype == jnp.float64, k
+      for leaf in jax.tree.leaves(carry):
+        assert leaf.dtype == (jnp.complex128 if name == "lru" else jnp.float64), k
+      grads = jax.grad(lambda p: jnp.sum(run(p, xs64)[1] ** 2))(params64)
+      assert all(g.dtype == jnp.float64 for g in jax.tree.leaves(grads)), k
+      _close_to = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                          rtol=1e-4, atol=1e-5)
+      _close_to(ys, ref[k][1])
+      jax.tree.map(_close_to, carry, ref[k][0])

@@ -53,9 +53,8 @@ def _perturbed_cell(cell: cells.Cell, hidden: int) -> cells.Cell:
     else:
       carry = carry + delta
     return carry, y + delta
-  fields = {f.name for f in dataclasses.fields(cell)}
-  extra = {"linear": None} if "linear" in fields else {}  # the step-by-step scan, always
-  return dataclasses.replace(cell, step=step, **extra)
+  # The step-by-step scan always: neither the linear form nor a fused kind describes this step.
+  return dataclasses.replace(cell, step=step, linear=None, fused_kind=None)
 
 
 def _perturbed_encoder(module: models.RecurrentEncoder, delta: Array, xs: Array,

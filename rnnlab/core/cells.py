@@ -6,9 +6,13 @@ A cell is an immutable record of pure functions on ONE unbatched example:
     carry = cell.initial_carry(hidden_size)              # zeros
     carry, y = cell.step(params, carry, x_t)             # x_t: [input], y: [hidden]
 
-Batching is `jax.vmap`; running over time is `rnnlab.core.recurrent.scan`. Weights are stored for
+Batching is `jax.vmap`; running over time is `rnnlab.core.recurrent.scan`. Each classic cell's
+math after the matmuls is its gate block (`vanilla_gates`, `lstm_gates`, `gru_gates`): functions of
+arrays [..., features] that work on one example [H] and on a batch [B, H] alike, called by the
+cell's `step` and by the fused batched layer (`rnnlab.core.fused`), so the equations below are
+written once. Weights are stored for
 `x @ W` (shape [in, out]); gate blocks are laid out in PyTorch's order so that a PyTorch
-`weight_ih_l0` is `w_i.T` (see `rnnlab.interop.convert`-style mappings in the tests).
+`weight_ih_l0` is `w_i.T` (see `rnnlab.interop.torch_weights`).
 
 Vanilla (Elman) cell, params {w_i: [input, H], w_h: [H, H], b: [H]}:
     h_t = act(x_t W_i + h_{t-1} W_h + b),   act = tanh (default) or relu;   y_t = h_t
@@ -42,7 +46,6 @@ zero biases.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 from typing import Any, Callable, NamedTuple
@@ -50,9 +53,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Params = dict[str, Array]
-
+# linear_cells builds on base, not on this module, so importing it here (for the registry) is
+# not a cycle.
+from rnnlab.core import linear_cells
+from rnnlab.core.base import Array, Cell, Params, check_sizes, input_kernel, zeros_carry
 
 class LSTMState(NamedTuple):
   """LSTM carry, named so (h, c) can never be swapped by accident. Each: [hidden]."""
@@ -61,42 +65,25 @@ class LSTMState(NamedTuple):
   c: Array
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-  """A recurrent cell: a name, its options and three pure functions.
+class LSTMGates(NamedTuple):
+  """The LSTM's activated gates, each [..., H]: what its hand-written backward reads."""
 
-  Attributes:
-    name: registry name ("vanilla", "lstm", ...).
-    init: (key, input_size, hidden_size) -> params.
-    initial_carry: (hidden_size) -> zero carry for one example.
-    step: (params, carry, x_t [input]) -> (carry, y_t [hidden]).
-    num_gates: number of [H]-sized blocks in the fused kernels.
-    options: the keyword options the cell was built with (for saving and display).
-    linear: None, or for a cell whose update is linear in its state (minGRU, minLSTM, LRU) a
-      `rnnlab.core.linear_recurrence.LinearForm`: lets `recurrent.scan` run it in parallel over time.
-    hidden_size_of: params -> hidden size, for `recurrent.scan`'s default carry (None: the rows of
-      params["w_h"]).
-  """
+  i: Array
+  f: Array
+  g: Array
+  o: Array
 
-  name: str
-  init: Callable[[Array, int, int], Params]
-  initial_carry: Callable[[int], Any]
-  step: Callable[[Params, Any, Array], tuple[Any, Array]]
-  num_gates: int
-  options: tuple[tuple[str, Any], ...] = ()
-  linear: Any = None
-  hidden_size_of: Callable[[Params], int] | None = None
+
+class GRUGates(NamedTuple):
+  """The reset-after GRU's activated gates and hn = h_{t-1} W_hn + b_hn, each [..., H]."""
+
+  r: Array
+  z: Array
+  n: Array
+  hn: Array
 
 
 # ----------------------------------------------------------------------------- initialisers
-
-def _input_kernel(key: Array, input_size: int, out: int, kind: str) -> Array:
-  if kind == "glorot":
-    return jax.nn.initializers.glorot_uniform()(key, (input_size, out), jnp.float32)
-  if kind == "lecun":
-    return jax.nn.initializers.lecun_normal()(key, (input_size, out), jnp.float32)
-  raise ValueError(f"input_init must be 'glorot' or 'lecun', got {kind!r}")
-
 
 def _recurrent_kernel(key: Array, hidden: int, num_gates: int, kind: str, scale: float) -> Array:
   """[hidden, num_gates * hidden]; each gate's [hidden, hidden] block initialised on its own."""
@@ -120,18 +107,13 @@ def _chrono_bias(key: Array, hidden: int, t_max: float) -> Array:
 
 def _init_fused(key: Array, input_size: int, hidden_size: int, num_gates: int, input_init: str,
                 recurrent_init: str, recurrent_scale: float) -> Params:
-  _check_sizes(input_size, hidden_size)
+  check_sizes(input_size, hidden_size)
   k_i, k_h = jax.random.split(key)
   return {
-      "w_i": _input_kernel(k_i, input_size, num_gates * hidden_size, input_init),
+      "w_i": input_kernel(k_i, input_size, num_gates * hidden_size, input_init),
       "w_h": _recurrent_kernel(k_h, hidden_size, num_gates, recurrent_init, recurrent_scale),
       "b": jnp.zeros((num_gates * hidden_size,), jnp.float32),
   }
-
-
-def _check_sizes(input_size: int, hidden_size: int) -> None:
-  if int(input_size) < 1 or int(hidden_size) < 1:
-    raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
 
 
 # ----------------------------------------------------------------------------- vanilla
@@ -139,14 +121,15 @@ def _check_sizes(input_size: int, hidden_size: int) -> None:
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
+def vanilla_gates(pre: Array, activation: str = "tanh") -> Array:
+  """The vanilla gate block. pre: [..., H] = x W_i + h W_h + b -> h_t: [..., H]."""
+  return _ACTIVATIONS[activation](pre)
+
+
 def vanilla_step(params: Params, h: Array, x: Array, activation: str = "tanh") -> tuple[Array, Array]:
   """h_t = act(x W_i + h W_h + b). x: [input], h: [H] -> (h_t, h_t)."""
-  h = _ACTIVATIONS[activation](x @ params["w_i"] + h @ params["w_h"] + params["b"])
+  h = vanilla_gates(x @ params["w_i"] + h @ params["w_h"] + params["b"], activation)
   return h, h
-
-
-def _zeros_carry(hidden_size: int) -> Array:
-  return jnp.zeros((hidden_size,), jnp.float32)
 
 
 def make_vanilla(activation: str = "tanh", input_init: str = "glorot",
@@ -157,25 +140,35 @@ def make_vanilla(activation: str = "tanh", input_init: str = "glorot",
     raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
   init = functools.partial(_init_fused, num_gates=1, input_init=input_init,
                            recurrent_init=recurrent_init, recurrent_scale=recurrent_scale)
-  return Cell(name, lambda key, i, h: init(key, i, h), _zeros_carry,
+  return Cell(name, lambda key, i, h: init(key, i, h), zeros_carry,
               functools.partial(vanilla_step, activation=activation), 1,
               (("activation", activation), ("input_init", input_init),
-               ("recurrent_init", recurrent_init), ("recurrent_scale", recurrent_scale)))
+               ("recurrent_init", recurrent_init), ("recurrent_scale", recurrent_scale)),
+              fused_kind=activation)
 
 
 # ----------------------------------------------------------------------------- LSTM
 
+def lstm_gates(pre: Array, c: Array) -> tuple[LSTMState, LSTMGates]:
+  """The LSTM gate block, gates (i, f, g, o).
+
+  pre: [..., 4H] = x W_i + h_{t-1} W_h + b; c: [..., H] = c_{t-1}.
+  Returns (LSTMState(h_t, c_t), the activated gates), each [..., H].
+  """
+  zi, zf, zg, zo = jnp.split(pre, 4, axis=-1)
+  gates = LSTMGates(jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo))
+  c = gates.f * c + gates.i * gates.g
+  return LSTMState(gates.o * jnp.tanh(c), c), gates
+
+
 def lstm_step(params: Params, carry: LSTMState, x: Array) -> tuple[LSTMState, Array]:
   """One LSTM step, gates (i, f, g, o). x: [input], carry.h/c: [H] -> (LSTMState, h_t)."""
-  gates = x @ params["w_i"] + carry.h @ params["w_h"] + params["b"]
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return LSTMState(h, c), h
+  carry, _ = lstm_gates(x @ params["w_i"] + carry.h @ params["w_h"] + params["b"], carry.c)
+  return carry, carry.h
 
 
-def _lstm_carry(hidden_size: int) -> LSTMState:
-  return LSTMState(_zeros_carry(hidden_size), _zeros_carry(hidden_size))
+def _lstm_carry(hidden_size: int, dtype: Any = jnp.float32) -> LSTMState:
+  return LSTMState(zeros_carry(hidden_size, dtype), zeros_carry(hidden_size, dtype))
 
 
 def _lstm_init(key: Array, input_size: int, hidden_size: int, *, input_init: str,
@@ -205,25 +198,43 @@ def make_lstm(input_init: str = "glorot", recurrent_init: str = "orthogonal",
   return Cell("lstm", init_fn, _lstm_carry, lstm_step, 4,
               (("input_init", input_init), ("recurrent_init", recurrent_init),
                ("recurrent_scale", recurrent_scale), ("forget_bias", forget_bias),
-               ("init", init), ("chrono_t_max", chrono_t_max)))
+               ("init", init), ("chrono_t_max", chrono_t_max)),
+              fused_kind="lstm")
 
 
 # ----------------------------------------------------------------------------- GRU
 
+def gru_gates(x_pre: Array, h_pre: Array, h: Array, b_hn: Array) -> tuple[Array, GRUGates]:
+  """The reset-after GRU gate block, gates (r, z, n).
+
+  x_pre: [..., 3H] = x W_i + b; h_pre: [..., 3H] = h_{t-1} W_h; h: [..., H] = h_{t-1};
+  b_hn: [H]. Returns (h_t, the activated gates and hn), each [..., H].
+  """
+  H = h.shape[-1]
+  rz = jax.nn.sigmoid(x_pre[..., :2 * H] + h_pre[..., :2 * H])
+  r, z = rz[..., :H], rz[..., H:]
+  hn = h_pre[..., 2 * H:] + b_hn
+  n = jnp.tanh(x_pre[..., 2 * H:] + r * hn)
+  return _gru_blend(z, n, h), GRUGates(r, z, n, hn)
+
+
+def _gru_blend(z: Array, n: Array, h: Array) -> Array:
+  """h_t = (1 - z) n + z h_{t-1}: both GRU forms end here."""
+  return (1.0 - z) * n + z * h
+
+
 def gru_step(params: Params, h: Array, x: Array, reset_after: bool = True) -> tuple[Array, Array]:
   """One GRU step, gates (r, z, n). x: [input], h: [H] -> (h_t, h_t)."""
-  H = h.shape[-1]
   xi = x @ params["w_i"] + params["b"]
   if reset_after:
-    hh = h @ params["w_h"]
-    rz = jax.nn.sigmoid(xi[..., :2 * H] + hh[..., :2 * H])
-    r, z = rz[..., :H], rz[..., H:]
-    n = jnp.tanh(xi[..., 2 * H:] + r * (hh[..., 2 * H:] + params["b_hn"]))
-  else:
-    rz = jax.nn.sigmoid(xi[..., :2 * H] + h @ params["w_h"][:, :2 * H])
-    r, z = rz[..., :H], rz[..., H:]
-    n = jnp.tanh(xi[..., 2 * H:] + (r * h) @ params["w_h"][:, 2 * H:])
-  h = (1.0 - z) * n + z * h
+    h, _ = gru_gates(xi, h @ params["w_h"], h, params["b_hn"])
+    return h, h
+  # Cho et al.: the reset multiplies h before its matmul, so n's pre-activation needs r first.
+  H = h.shape[-1]
+  rz = jax.nn.sigmoid(xi[..., :2 * H] + h @ params["w_h"][:, :2 * H])
+  r, z = rz[..., :H], rz[..., H:]
+  n = jnp.tanh(xi[..., 2 * H:] + (r * h) @ params["w_h"][:, 2 * H:])
+  h = _gru_blend(z, n, h)
   return h, h
 
 
@@ -250,10 +261,11 @@ def make_gru(input_init: str = "glorot", recurrent_init: str = "orthogonal",
       _gru_init, input_init=input_init, recurrent_init=recurrent_init,
       recurrent_scale=recurrent_scale, reset_after=reset_after, init=init,
       chrono_t_max=chrono_t_max)
-  return Cell("gru", init_fn, _zeros_carry, functools.partial(gru_step, reset_after=reset_after), 3,
+  return Cell("gru", init_fn, zeros_carry, functools.partial(gru_step, reset_after=reset_after), 3,
               (("input_init", input_init), ("recurrent_init", recurrent_init),
                ("recurrent_scale", recurrent_scale), ("reset_after", reset_after),
-               ("init", init), ("chrono_t_max", chrono_t_max)))
+               ("init", init), ("chrono_t_max", chrono_t_max)),
+              fused_kind="gru" if reset_after else None)   # fused runs the reset-after form only
 
 
 def _check_init(init: str) -> None:
@@ -274,6 +286,7 @@ _REGISTRY: dict[str, Callable[..., Cell]] = {
     "lstm": make_lstm,
     "gru": make_gru,
     "irnn": make_irnn,
+    **linear_cells.FACTORIES,
 }
 
 
@@ -298,7 +311,7 @@ def get(name: str, **options: Any) -> Cell:
 
 
 def register(name: str, factory: Callable[..., Cell]) -> None:
-  """Adds a cell factory to the registry (for new cells defined outside this module)."""
+  """Adds a cell factory to the registry (for new cells defined outside rnnlab.core)."""
   _REGISTRY[name] = factory
 
 
@@ -307,6 +320,3 @@ def accepted_options(name: str) -> list[str]:
   get(name)  # unknown name -> the listing error
   return list(inspect.signature(_REGISTRY[name]).parameters)
 
-
-# Cells defined in their own modules register themselves on import (kept last: they import Cell).
-from rnnlab.core import linear_cells as _parallel_cells  # noqa: E402,F401

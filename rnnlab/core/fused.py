@@ -3,9 +3,13 @@
 `layer(cell, params, xs, lengths, reverse, carry)` computes exactly what `recurrent.batched_scan`
 computes (the same padding semantics: carry frozen and outputs zero at padded steps, zero gradients
 at padded inputs, `reverse` starting at the last real step, length 0 allowed), for the vanilla
-(tanh or relu), LSTM and GRU ("reset after") cells; `stack` is the batched `recurrent.stack`. A
-cell with a linear form and a scan method (minGRU, minLSTM, LRU) runs
-`linear_recurrence.batched_scan_cell`; any other cell falls back to `recurrent.batched_scan`.
+(tanh or relu), LSTM and GRU ("reset after") cells, the ones whose `Cell.fused_kind` is set; `stack`
+is the batched `recurrent.stack` (both stacks are `rnnlab.core.layers.stack_layers`). Which runner
+runs a cell is `recurrent.choose_runner`: a cell with a linear form and a scan method (minGRU,
+minLSTM, LRU) runs `linear_recurrence.batched_scan_cell`; any other cell falls back to
+`recurrent.batched_scan`. The forward activations are the cells' own gate blocks
+(`cells.lstm_gates`, `cells.gru_gates`, `cells.vanilla_gates`); only the backward's derivative
+formulas below are written here.
 `models.RecurrentEncoder` runs on it.
 
 What it does differently from JAX's autodiff of `jax.vmap(recurrent.scan)`:
@@ -48,8 +52,10 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnnlab.core import cells, linear_recurrence, recurrent
-from rnnlab.core.cells import Cell, LSTMState, Params
+from rnnlab.core import cells, layers, linear_recurrence, recurrent
+from rnnlab.core.base import Cell, Params, default_carry
+from rnnlab.core.cells import LSTMState
+from rnnlab.core.mask import sequence_mask
 
 Array = jax.Array
 
@@ -59,27 +65,16 @@ Array = jax.Array
 def kind_of(cell: Cell) -> str | None:
   """Which fused implementation runs `cell`: "lstm", "gru", "tanh", "relu" or None (unsupported).
 
-  Recognised by the cell's step function, so options that only change initialisation (forget
-  bias, chrono, recurrent init) keep the fast path and any other step falls back.
+  Read from the cell's own `fused_kind`, set by the factory that wrote its step: options that only
+  change initialisation (forget bias, chrono, recurrent init) keep the fast path, and a cell
+  rebuilt with another step must say which kind (if any) runs it.
   """
-  step = cell.step
-  if step is cells.lstm_step:
-    return "lstm"
-  if isinstance(step, functools.partial) and not step.args:
-    kw = step.keywords
-    if step.func is cells.gru_step and kw.get("reset_after", True) is True and set(kw) <= {
-        "reset_after"}:
-      return "gru"
-    if step.func is cells.vanilla_step and set(kw) <= {"activation"}:
-      act = kw.get("activation", "tanh")
-      if act in ("tanh", "relu"):
-        return act
-  return None
+  return cell.fused_kind
 
 
 def supports(cell: Cell) -> bool:
   """True when `layer` runs `cell` with the fused implementation (else it falls back)."""
-  return kind_of(cell) is not None
+  return recurrent.choose_runner(cell, fused=True)[0] == "fused"
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -94,28 +89,29 @@ def layer(cell: Cell, params: Params, xs: Array, lengths: Array | None = None,
     xs: [batch, time, input].
     lengths: [batch] real steps, or None (all steps real).
     reverse: read the real steps last-to-first.
-    carry: initial carry with a leading [batch] axis, or None (zeros).
+    carry: initial carry with a leading [batch] axis, or None (zeros in the result dtype of
+      params and xs).
 
   Returns:
     (final carry with a leading [batch] axis, ys: [batch, time, hidden]).
   """
-  kind = kind_of(cell)
-  if kind is None and cell.linear is not None and cell.linear.method is not None and xs.ndim == 3:
-    return linear_recurrence.batched_scan_cell(cell, params, xs, lengths, reverse, carry,
-                                               cell.linear.method)
-  if kind is None or xs.ndim != 3:
+  runner, method = recurrent.choose_runner(cell, fused=True)
+  if xs.ndim != 3:
+    runner = "scan"   # batched_scan reports the shape
+  if runner == "linear":
+    return linear_recurrence.batched_scan_cell(cell, params, xs, lengths, reverse, carry, method)
+  if runner == "scan":
     return recurrent.batched_scan(cell, params, xs, lengths, reverse, carry)
-  batch = xs.shape[0]
-  hidden = params["w_h"].shape[0]
+  kind = cell.fused_kind
   if carry is None:
-    zeros = jnp.zeros((batch, hidden), xs.dtype)
-    carry = LSTMState(zeros, zeros) if kind == "lstm" else zeros
+    carry = jax.tree_util.tree_map(lambda z: jnp.broadcast_to(z, (xs.shape[0],) + z.shape),
+                                   default_carry(cell, params, xs))
   if kind == "lstm":
     h0, c0 = carry.h, carry.c
   else:
     h0, c0 = carry, None
-  mask = None if lengths is None else (jnp.arange(xs.shape[1])[:, None] < lengths[None, :])
-  h, c, ys = _fused(kind, reverse, params, xs, mask, h0, c0)
+  mask = None if lengths is None else sequence_mask(lengths, xs.shape[1]).T   # [T, B]
+  h, c, ys = _fused(kind, cell.num_gates, reverse, params, xs, mask, h0, c0)
   final = LSTMState(h, c) if kind == "lstm" else h
   return final, ys
 
@@ -135,26 +131,13 @@ def stack(cell: Cell, stack_params: Sequence[Sequence[Params]], xs: Array,
     (per-layer tuples of final carries, each with a leading [batch] axis;
      ys of the last layer: [batch, time, directions * hidden]).
   """
-  carries = []
-  for k, params in enumerate(stack_params):
-    if k > 0 and dropout_rate > 0.0:
+  drop = None
+  if dropout_rate > 0.0:
+    def drop(k: int, ys: Array) -> Array:
       if dropout_keys is None:
         raise ValueError("dropout_rate > 0 needs dropout_keys")
-      draw = lambda key, k=k: jax.random.bernoulli(jax.random.fold_in(key, k),
-                                                   1.0 - dropout_rate, xs.shape[1:])
-      keep = jax.vmap(draw)(dropout_keys)
-      xs = jnp.where(keep, xs / (1.0 - dropout_rate), 0.0)
-    if len(params) == 1:
-      c, xs = layer(cell, params[0], xs, lengths)
-      carries.append((c,))
-    elif len(params) == 2:
-      c_f, y_f = layer(cell, params[0], xs, lengths)
-      c_b, y_b = layer(cell, params[1], xs, lengths, reverse=True)
-      carries.append((c_f, c_b))
-      xs = jnp.concatenate([y_f, y_b], axis=-1)
-    else:
-      raise ValueError(f"a layer has 1 or 2 directions, got {len(params)}")
-  return carries, xs
+      return layers.batched_dropout(dropout_keys, k, dropout_rate, ys)
+  return layers.stack_layers(functools.partial(layer, cell), stack_params, xs, lengths, drop)
 
 
 def _select(mask_t: Array | None, new: Array, old: Array) -> Array:
@@ -186,24 +169,16 @@ def _forward(kind: str, reverse: bool, params: Params, xs: Array, mask: Array | 
     h, c, ys = state
     t, m = inputs
     xw = jax.lax.dynamic_index_in_dim(xs, t, axis=1, keepdims=False) @ w_i
+    # The activations come from the cell's own gate block; only the layout is this module's.
     if kind == "lstm":
-      zi, zf, zg, zo = _blocks(xw + h @ w_h + b, 4)
-      i, f, g, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
-      c_new = f * c + i * g
-      h_new = o * jnp.tanh(c_new)
-      res = (h, c, i, f, g, o)
+      (h_new, c_new), gates = cells.lstm_gates(xw + h @ w_h + b, c)
+      res = (h, c) + tuple(gates)
     elif kind == "gru":
-      xr, xz, xn = _blocks(xw + b, 3)
-      hr, hz, hn = _blocks(h @ w_h, 3)
-      r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
-      hn = hn + params["b_hn"]
-      n = jnp.tanh(xn + r * hn)
-      h_new = (1.0 - z) * n + z * h
+      h_new, gates = cells.gru_gates(xw + b, h @ w_h, h, params["b_hn"])
       c_new = None
-      res = (h, r, z, n, hn)
+      res = (h,) + tuple(gates)
     else:
-      pre = xw + h @ w_h + b
-      h_new = jnp.tanh(pre) if kind == "tanh" else jax.nn.relu(pre)
+      h_new = cells.vanilla_gates(xw + h @ w_h + b, kind)
       c_new = None
       res = (h,)
     y = h_new if m is None else jnp.where(m[:, None], h_new, 0.0)
@@ -213,25 +188,25 @@ def _forward(kind: str, reverse: bool, params: Params, xs: Array, mask: Array | 
       c_new = _select(m, c_new, c)
     return (h_new, c_new, ys), (res if save else ())
 
-  ys = jnp.zeros((B, T, H), xs.dtype)
+  ys = jnp.zeros((B, T, H), h0.dtype)   # the carry's dtype: float64 for float64 weights
   (h, c, ys), res = jax.lax.scan(body, (h0, c0, ys), (jnp.arange(T), mask), reverse=reverse)
   return h, c, ys, res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _fused(kind: str, reverse: bool, params: Params, xs: Array, mask: Array | None, h0: Array,
-           c0: Array | None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused(kind: str, num_gates: int, reverse: bool, params: Params, xs: Array,
+           mask: Array | None, h0: Array, c0: Array | None):
   h, c, ys, _ = _forward(kind, reverse, params, xs, mask, h0, c0, save=False)
   return h, c, ys
 
 
-def _fused_fwd(kind, reverse, params, xs, mask, h0, c0):
+def _fused_fwd(kind, num_gates, reverse, params, xs, mask, h0, c0):
   """Forward with residuals: the saved state (h0 unused by the backward, kept for clarity)."""
   h, c, ys, res = _forward(kind, reverse, params, xs, mask, h0, c0, save=True)
   return (h, c, ys), (params, xs, mask, h0, c, ys, res)
 
 
-def _fused_bwd(kind, reverse, saved, cts):
+def _fused_bwd(kind, num_gates, reverse, saved, cts):
   """Backward scan (opposite time order) emitting per-gate cotangents, then big matmuls.
 
   cts: cotangents of (h_T [B, H], c_T [B, H] or None, ys [B, T, H]).
@@ -239,7 +214,6 @@ def _fused_bwd(kind, reverse, saved, cts):
   params, xs, mask, h0, c_T, ys, res = saved
   dh_T, dc_T, dys = cts
   w_h = params["w_h"]
-  num_gates = {"lstm": 4, "gru": 3}.get(kind, 1)
   w_h_t = _blocks(w_h, num_gates)   # dh_{t-1} = sum_k dG_k @ w_h[:, k].T
 
   def back(dg: Array, w: Array) -> Array:
@@ -296,12 +270,12 @@ def _fused_bwd(kind, reverse, saved, cts):
     init = (dh_T, None, None)
   (dh0, dc0, _), d_x = jax.lax.scan(body, init, scanned, reverse=not reverse)
 
-  grads, dxs, dmask = _weight_grads(kind, params, xs, mask, res[0], d_x)
+  grads, dxs, dmask = _weight_grads(kind, num_gates, params, xs, mask, res[0], d_x)
   return grads, dxs, dmask, dh0, dc0
 
 
-def _weight_grads(kind: str, params: Params, xs: Array, mask: Array | None, h_prev: Array,
-                  d_x: tuple[Array, ...]) -> tuple[Params, Array, None]:
+def _weight_grads(kind: str, num_gates: int, params: Params, xs: Array, mask: Array | None,
+                  h_prev: Array, d_x: tuple[Array, ...]) -> tuple[Params, Array, None]:
   """Weight, bias and input gradients from the per-step gate cotangents: large matmuls.
 
   xs: [B, T, I]; mask: [T, B] or None; h_prev: [T, B, H] (h_{t-1}); d_x: per-gate cotangents
@@ -315,7 +289,6 @@ def _weight_grads(kind: str, params: Params, xs: Array, mask: Array | None, h_pr
   B, T, I = xs.shape
   H = params["w_h"].shape[0]
   N = T * B
-  num_gates = {"lstm": 4, "gru": 3}.get(kind, 1)
   xs = jnp.swapaxes(xs, 0, 1)   # time-major rows, as the cotangents
   if mask is not None:   # padded inputs may hold anything (even NaN): keep them out of dW_i
     xs = jnp.where(mask[..., None], xs, 0.0)

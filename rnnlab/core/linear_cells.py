@@ -1,6 +1,7 @@
 """Parallel-in-time cells: minGRU, minLSTM and LRU, whose state update is linear in the state.
 
-Each is an ordinary `rnnlab.core.cells.Cell` (registered as "mingru", "minlstm", "lru"): `step` runs one
+Each is an ordinary `rnnlab.core.base.Cell` (registered in `rnnlab.core.cells` as "mingru", "minlstm",
+"lru"): `step` runs one
 unbatched example, so the masked `rnnlab.core.recurrent.scan` runs them unchanged. Each also carries a
 `LinearForm` (`cell.linear`): the coefficients (a_t, b_t) of h_t = a_t * h_{t-1} + b_t, computed
 for all steps at once from the inputs, and a readout from the states to the outputs, so that
@@ -29,7 +30,7 @@ LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long Seque
 N = H (the hidden size), params
     {nu_log: [N], theta_log: [N], gamma_log: [N], B_re, B_im: [input, N], C_re, C_im: [N, H],
      D: [input, H]};
-carry h: complex64 [N] (zeros initially):
+carry h: complex64 [N] (zeros initially; complex128 when params or inputs are float64):
     lambda = exp(-exp(nu_log) + i exp(theta_log))          (complex diagonal, |lambda| < 1)
     h_t = lambda * h_{t-1} + exp(gamma_log) * (x_t (B_re + i B_im))
     y_t = Re(h_t (C_re + i C_im)) + x_t D
@@ -56,11 +57,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnlab.core import cells
-from rnnlab.core.cells import Cell, Params
+from rnnlab.core.base import Array, Cell, Params, check_sizes, input_kernel, zeros_carry
 from rnnlab.core.linear_recurrence import LinearForm, check_method
-
-Array = jax.Array
 
 
 def _check_scan_method(scan_method: str | None) -> None:
@@ -82,19 +80,15 @@ def _linear_step(coefficients, readout, params: Params, h: Array, x: Array) -> t
 
 def _fused_init(key: Array, input_size: int, hidden_size: int, *, num_gates: int,
                 input_init: str, biases: tuple[float, ...]) -> Params:
-  cells._check_sizes(input_size, hidden_size)
+  check_sizes(input_size, hidden_size)
   return {
-      "w_i": cells._input_kernel(key, input_size, num_gates * hidden_size, input_init),
+      "w_i": input_kernel(key, input_size, num_gates * hidden_size, input_init),
       "b": jnp.concatenate([jnp.full((hidden_size,), v, jnp.float32) for v in biases]),
   }
 
 
 def _fused_hidden_size(params: Params, num_gates: int) -> int:
   return params["b"].shape[0] // num_gates
-
-
-def _zeros_carry(hidden_size: int) -> Array:
-  return jnp.zeros((hidden_size,), jnp.float32)
 
 
 # ----------------------------------------------------------------------------- minGRU
@@ -111,7 +105,7 @@ def make_mingru(input_init: str = "glorot", scan_method: str | None = None) -> C
   """minGRU; see the module docstring. `scan_method`: default method of `recurrent.scan`."""
   _check_scan_method(scan_method)
   init = functools.partial(_fused_init, num_gates=2, input_init=input_init, biases=(0.0, 0.0))
-  return Cell("mingru", init, _zeros_carry,
+  return Cell("mingru", init, zeros_carry,
               functools.partial(_linear_step, mingru_coefficients, _identity_readout), 2,
               (("input_init", input_init), ("scan_method", scan_method)),
               linear=LinearForm(mingru_coefficients, _identity_readout, scan_method),
@@ -135,7 +129,7 @@ def make_minlstm(input_init: str = "glorot", forget_bias: float = 1.0,
   _check_scan_method(scan_method)
   init = functools.partial(_fused_init, num_gates=3, input_init=input_init,
                            biases=(forget_bias, 0.0, 0.0))
-  return Cell("minlstm", init, _zeros_carry,
+  return Cell("minlstm", init, zeros_carry,
               functools.partial(_linear_step, minlstm_coefficients, _identity_readout), 3,
               (("input_init", input_init), ("forget_bias", forget_bias),
                ("scan_method", scan_method)),
@@ -164,7 +158,7 @@ def lru_readout(params: Params, hs: Array, xs: Array) -> Array:
 
 def _lru_init(key: Array, input_size: int, hidden_size: int, *, r_min: float, r_max: float,
               max_phase: float) -> Params:
-  cells._check_sizes(input_size, hidden_size)
+  check_sizes(input_size, hidden_size)
   n = hidden_size
   k_u1, k_u2, k_bre, k_bim, k_cre, k_cim, k_d = jax.random.split(key, 7)
   # u ~ U(0, 1) away from 0 so the logs below stay finite.
@@ -187,8 +181,9 @@ def _lru_init(key: Array, input_size: int, hidden_size: int, *, r_min: float, r_
   }
 
 
-def _lru_carry(hidden_size: int) -> Array:
-  return jnp.zeros((hidden_size,), jnp.complex64)
+def _lru_carry(hidden_size: int, dtype: Any = jnp.float32) -> Array:
+  """[hidden] complex zeros: complex64 for float32 work, complex128 for float64."""
+  return jnp.zeros((hidden_size,), jnp.result_type(dtype, jnp.complex64))
 
 
 def _lru_hidden_size(params: Params) -> int:
@@ -212,7 +207,5 @@ def make_lru(r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * ma
               hidden_size_of=_lru_hidden_size)
 
 
-_FACTORIES: dict[str, Any] = {"mingru": make_mingru, "minlstm": make_minlstm, "lru": make_lru}
-
-for _name, _factory in _FACTORIES.items():
-  cells.register(_name, _factory)
+# Registered by `rnnlab.core.cells` (this module does not import it: no cycle).
+FACTORIES: dict[str, Any] = {"mingru": make_mingru, "minlstm": make_minlstm, "lru": make_lru}

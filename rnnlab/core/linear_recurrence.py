@@ -65,6 +65,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from rnnlab.core.mask import sequence_mask
+
 Array = jax.Array
 
 METHODS = ("sequential", "associative", "auto")
@@ -136,7 +138,7 @@ _associative_states.defvjp(_associative_states_fwd, _associative_states_bwd)
 
 def _valid_mask(time_steps: int, length: Array | int, ndim: int) -> Array:
   """[time, 1, ...] booleans, True at the real steps."""
-  valid = jnp.arange(time_steps) < length
+  valid = sequence_mask(length, time_steps)
   return valid.reshape((time_steps,) + (1,) * (ndim - 1))
 
 
@@ -297,7 +299,7 @@ def batched_scan_cell(cell: Any, params: Any, xs: Array, lengths: Array | None =
   h0 = jnp.zeros((b.shape[0],) + b.shape[2:], dtype) if carry is None else jnp.asarray(carry, dtype)
   valid = None
   if lengths is not None:
-    valid = (jnp.arange(time_steps)[None, :] < lengths[:, None]).reshape(
+    valid = sequence_mask(lengths, time_steps).reshape(
         (b.shape[0], time_steps) + (1,) * (b.ndim - 2))
     a = jnp.where(valid, a, jnp.ones_like(a))
     b = jnp.where(valid, b, jnp.zeros_like(b))

@@ -13,15 +13,48 @@ Padding semantics (`length` = number of real steps; steps t >= length are paddin
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from rnnlab.core import linear_recurrence
-from rnnlab.core.cells import Cell, Params
+from rnnlab.core import layers, linear_recurrence
+from rnnlab.core.base import Cell, Params, default_carry
+from rnnlab.core.mask import sequence_mask
 
 Array = jax.Array
+
+
+def choose_runner(cell: Cell, method: str | None = None,
+                  fused: bool = False) -> tuple[str, str | None]:
+  """Which runner runs `cell`: the one dispatch of `scan` and `rnnlab.core.fused.layer`.
+
+  Args:
+    cell: the cell.
+    method: None (the cell's own default, `cell.linear.method`), "sequential", "associative" or
+      "auto" (see `scan`).
+    fused: the caller has the fused batched layer, which runs cells with a `cell.fused_kind`.
+
+  Returns:
+    ("linear", method) for a cell with a linear form and a method (`linear_recurrence`);
+    ("fused", None) when `fused` and the cell names its fused kind; else ("scan", None), the
+    step-by-step masked scan.
+
+  Raises:
+    ValueError: an unknown method, or "associative" for a cell without a linear form.
+  """
+  if method is None and cell.linear is not None:
+    method = cell.linear.method
+  if method is not None:
+    linear_recurrence.check_method(method)
+    if cell.linear is not None:
+      return "linear", method
+    if method == "associative":
+      raise ValueError(f"cell {cell.name!r} has no linear form; method='associative' needs one")
+  if fused and cell.fused_kind is not None:
+    return "fused", None
+  return "scan", None
 
 
 def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = None,
@@ -35,7 +68,7 @@ def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = Non
     xs: [time, input].
     length: scalar number of real steps (None: all `time` steps are real).
     reverse: read the real steps from last to first.
-    carry: initial carry (None: `cell.initial_carry`).
+    carry: initial carry (None: `cell.initial_carry` in the result dtype of params and xs).
     method: for a cell with a linear form (`cell.linear`: minGRU, minLSTM, LRU), "sequential",
       "associative" (parallel over time) or "auto" runs it with `rnnlab.core.linear_recurrence`, same
       semantics; None: the cell's own default (`cell.linear.method`), else this step-by-step scan.
@@ -48,17 +81,10 @@ def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = Non
     raise ValueError(f"scan takes one unbatched sequence [time, features]; got shape {xs.shape}. "
                      "Use batched_scan (or jax.vmap) for batches.")
   if carry is None:
-    hidden = (cell.hidden_size_of(params) if cell.hidden_size_of is not None
-              else params["w_h"].shape[0])
-    carry = cell.initial_carry(hidden)
-  if method is None and cell.linear is not None:
-    method = cell.linear.method
-  if method is not None:
-    linear_recurrence.check_method(method)
-    if cell.linear is not None:
-      return linear_recurrence.scan_cell(cell, params, xs, length, reverse, carry, method)
-    if method == "associative":
-      raise ValueError(f"cell {cell.name!r} has no linear form; method='associative' needs one")
+    carry = default_carry(cell, params, xs)
+  runner, method = choose_runner(cell, method)
+  if runner == "linear":
+    return linear_recurrence.scan_cell(cell, params, xs, length, reverse, carry, method)
 
   if length is None:
     def body(c, x):
@@ -67,7 +93,7 @@ def scan(cell: Cell, params: Params, xs: Array, length: Array | int | None = Non
 
   # A reversed lax.scan visits t = T-1 .. 0: the padded steps (t >= length) come first and are
   # skipped with the carry still initial, so the first real update is at t = length - 1.
-  valid = jnp.arange(xs.shape[0]) < length
+  valid = sequence_mask(length, xs.shape[0])
 
   def masked_body(c, inputs):
     x, ok = inputs
@@ -98,9 +124,7 @@ def bidirectional(cell: Cell, params_fwd: Params, params_bwd: Params, xs: Array,
 
   xs: [time, input] -> ((carry_fwd, carry_bwd), ys: [time, 2 * hidden]); padded steps are zero.
   """
-  c_f, y_f = scan(cell, params_fwd, xs, length)
-  c_b, y_b = scan(cell, params_bwd, xs, length, reverse=True)
-  return (c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
+  return layers.layer(functools.partial(scan, cell), (params_fwd, params_bwd), xs, length)
 
 
 def layer(cell: Cell, layer_params: Sequence[Params], xs: Array,
@@ -109,12 +133,7 @@ def layer(cell: Cell, layer_params: Sequence[Params], xs: Array,
 
   xs: [time, input] -> (tuple of final carries, ys: [time, directions * hidden]).
   """
-  if len(layer_params) == 1:
-    c, ys = scan(cell, layer_params[0], xs, length)
-    return (c,), ys
-  if len(layer_params) == 2:
-    return bidirectional(cell, layer_params[0], layer_params[1], xs, length)
-  raise ValueError(f"a layer has 1 or 2 directions, got {len(layer_params)}")
+  return layers.layer(functools.partial(scan, cell), layer_params, xs, length)
 
 
 def stack(cell: Cell, stack_params: Sequence[Sequence[Params]], xs: Array,
@@ -130,13 +149,10 @@ def stack(cell: Cell, stack_params: Sequence[Sequence[Params]], xs: Array,
   Returns:
     (per-layer tuples of final carries, ys of the last layer: [time, directions * hidden]).
   """
-  carries = []
-  for i, params in enumerate(stack_params):
-    if i > 0 and dropout_rate > 0.0:
+  drop = None
+  if dropout_rate > 0.0:
+    def drop(k: int, ys: Array) -> Array:
       if dropout_key is None:
         raise ValueError("dropout_rate > 0 needs a dropout_key")
-      keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, i), 1.0 - dropout_rate, xs.shape)
-      xs = jnp.where(keep, xs / (1.0 - dropout_rate), 0.0)
-    c, xs = layer(cell, params, xs, length)
-    carries.append(c)
-  return carries, xs
+      return layers.dropout(dropout_key, k, dropout_rate, ys)
+  return layers.stack_layers(functools.partial(scan, cell), stack_params, xs, length, drop)

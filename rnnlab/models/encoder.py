@@ -1,8 +1,8 @@
 """flax.linen Modules that own parameters and call the pure functions of `cells`/`recurrent`.
 
-No recurrent math lives here: a Module creates parameter dicts with `cell.init` and runs
-`fused.stack` over the batch (the batched equivalent of `recurrent.stack` vmapped over it, which
-`RecurrentEncoder(fused=False)` runs instead).
+No recurrent math lives here: a Module creates parameter dicts with `cell.init` and stacks its
+layers with `rnnlab.core.layers`, each direction run over the batch by `fused.layer` (or by
+`recurrent.batched_scan`, the per-example reference, with `RecurrentEncoder(fused=False)`).
 
 Parameter tree of `RecurrentEncoder`: `layer{k}_fwd` (and `layer{k}_bwd` when bidirectional), each a
 cell params dict (see `rnnlab.core.cells`). A bidirectional encoder has exactly twice the parameters of
@@ -13,13 +13,15 @@ to the model width D = directions * H, with `residual`), `norm{k}` before each l
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlab.core import cells, fused, recurrent
+from rnnlab.core import cells, fused, layers, recurrent
+from rnnlab.core.mask import sequence_mask
 
 Array = jax.Array
 
@@ -110,41 +112,27 @@ class RecurrentEncoder(nn.Module):
       in_size = self.hidden_size * len(directions)
 
     rate = 0.0 if deterministic else self.dropout_rate
-    batch = xs.shape[0]
-    keys = (jax.random.split(self.make_rng("dropout"), batch) if rate > 0.0
-            else jnp.zeros((batch,), jnp.uint32))
+    drop = None
+    if rate > 0.0:
+      keys = jax.random.split(self.make_rng("dropout"), xs.shape[0])
+      drop = lambda k, ys: layers.batched_dropout(keys, k, rate, ys)
+    # One direction of one layer over the batch: fused, or the per-example reference path.
+    run = functools.partial(fused.layer if self.fused else recurrent.batched_scan, cell)
     if not deep:
-      return self._run_stack(cell, stack_params, xs, lengths, rate, keys)
+      return layers.stack_layers(run, stack_params, xs, lengths, drop)
 
-    valid = (None if lengths is None
-             else (jnp.arange(xs.shape[1])[None, :] < lengths[:, None])[..., None])
+    valid = None if lengths is None else sequence_mask(lengths, xs.shape[1])[..., None]
     mask = (lambda x: x) if valid is None else (lambda x: jnp.where(valid, x, 0.0))
-    xs = mask(xs)
-    carries = []
-    for k, layer_params in enumerate(stack_params):
-      h = xs if self.norm == "none" else _norm(self.norm, f"norm{k}")(xs)
-      c, ys = self._run_stack(cell, [layer_params], h, lengths, 0.0, keys)
-      carries += c
-      if rate > 0.0 and k < self.num_layers - 1:  # between layers, as in the plain stack
-        draw = lambda key, k=k: jax.random.bernoulli(jax.random.fold_in(key, k + 1), 1.0 - rate,
-                                                     ys.shape[1:])
-        ys = jnp.where(jax.vmap(draw)(keys), ys / (1.0 - rate), 0.0)
-      xs = mask(xs + ys) if self.residual else ys
+
+    def run_layer(k: int, x: Array) -> tuple[tuple[Any, ...], Array]:
+      h = x if self.norm == "none" else _norm(self.norm, f"norm{k}")(x)
+      return layers.layer(run, stack_params[k], h, lengths)
+
+    residual = (lambda x, ys: mask(x + ys)) if self.residual else None
+    carries, xs = layers.stack(run_layer, self.num_layers, mask(xs), drop, residual)
     if self.residual and self.norm != "none":
       xs = mask(_norm(self.norm, "norm_out")(xs))
     return carries, xs
-
-  def _run_stack(self, cell: cells.Cell, stack_params: list[Any], xs: Array,
-                 lengths: Array | None, rate: float, keys: Array
-                 ) -> tuple[list[tuple[Any, ...]], Array]:
-    """`stack_params` over the batch: fused, or the vmapped reference `recurrent.stack`."""
-    if self.fused:
-      return fused.stack(cell, stack_params, xs, lengths, rate, keys if rate > 0.0 else None)
-
-    def run(x, n, key):
-      return recurrent.stack(cell, stack_params, x, n, rate, key if rate > 0.0 else None)
-
-    return jax.vmap(run, in_axes=(0, None if lengths is None else 0, 0))(xs, lengths, keys)
 
 
 def cell_options_from_config(model: Any) -> tuple[tuple[str, Any], ...]:
@@ -212,6 +200,5 @@ class RNNModel(nn.Module):
       raise ValueError(f"readout must be 'per_step' or 'last', got {self.readout!r}")
     out = nn.Dense(self.out_features, name="readout")(ys)
     if self.readout == "per_step" and lengths is not None:
-      valid = jnp.arange(out.shape[1])[None, :] < lengths[:, None]
-      out = jnp.where(valid[..., None], out, 0.0)
+      out = jnp.where(sequence_mask(lengths, out.shape[1])[..., None], out, 0.0)
     return out

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.core import cells
+from rnnlab.core.mask import sequence_mask
 from rnnlab.models import encoder
 
 Array = jax.Array
@@ -260,7 +261,7 @@ class Seq2Seq(nn.Module):
       else:
         init.append(layer_carries[0])
     query = _carry_output(init[-1], batch, H)
-    mask = jnp.arange(S)[None, :] < src_lengths[:, None]
+    mask = sequence_mask(src_lengths, S)
     if self.attention == "none":
       keys = jnp.zeros((batch, S, 1), values.dtype)
     else:

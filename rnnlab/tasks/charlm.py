@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnlab.core.mask import sequence_mask
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks.base import ModelSpec
 from rnnlab.tasks.memory import _draw_lengths
@@ -138,7 +139,7 @@ def per_char_nll(logits: Array, targets: Array, lengths: Array) -> Array:
 
   logits: [batch, time, vocab], targets: [batch, time], lengths: [batch] -> [batch, time].
   """
-  valid = jnp.arange(logits.shape[1])[None, :] < lengths[:, None]
+  valid = sequence_mask(lengths, logits.shape[1])
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   return jnp.where(valid, nll, 0.0)
 
@@ -218,7 +219,7 @@ class CharLMTask:
     """Variable-length validation windows, padded with id 0 after each one's length."""
     w = self._windows(self.val_data, batch["eval_starts"])
     lengths = batch["eval_lengths"]
-    valid = jnp.arange(self.length)[None, :] < lengths[:, None]
+    valid = sequence_mask(lengths, self.length)
     return {"inputs": jnp.where(valid, w[:, :-1], 0), "targets": jnp.where(valid, w[:, 1:], 0),
             "lengths": lengths}
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.core.mask import sequence_mask
 from rnnlab.tasks.base import ModelSpec
 
 Array = jax.Array
@@ -74,7 +75,7 @@ class CopyTask:
 
   def loss_and_metrics(self, logits: Array, batch: dict[str, Array]) -> tuple[Array, dict[str, Any]]:
     """logits: [batch, time, 10]."""
-    valid = jnp.arange(logits.shape[1])[None, :] < batch["lengths"][:, None]
+    valid = sequence_mask(batch["lengths"], logits.shape[1])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     loss = jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.sum(valid)
     correct = (jnp.argmax(logits, -1) == batch["targets"]) & batch["recall"]
@@ -109,7 +110,7 @@ class AddingTask:
     second = half + jnp.floor(
         jax.random.uniform(k_b, (batch_size,)) * (lengths - half)).astype(jnp.int32)
     t = jnp.arange(self.max_time)[None, :]
-    valid = t < lengths[:, None]
+    valid = sequence_mask(lengths, self.max_time)
     values = jnp.where(valid, jax.random.uniform(k_val, (batch_size, self.max_time)), 0.0)
     markers = ((t == first[:, None]) | (t == second[:, None])).astype(jnp.float32)
     targets = jnp.sum(values * markers, axis=1)

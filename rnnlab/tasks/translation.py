@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.core.mask import sequence_mask
 from rnnlab.tasks.base import ModelSpec
 
 Array = jax.Array
@@ -143,12 +144,10 @@ class TranslationTask:
     digits = jax.random.randint(k_digits, (batch_size, self.length), 0, 10, jnp.int32)
     first = jax.random.randint(k_first, (batch_size,), 1, 10, jnp.int32)
     digits = digits.at[:, 0].set(jnp.where(lengths > 1, first, digits[:, 0]))
-    pos = jnp.arange(self.length)[None, :]
-    inputs = jnp.where(pos < lengths[:, None], digits + 1, PAD)
+    inputs = jnp.where(sequence_mask(lengths, self.length), digits + 1, PAD)
     targets, target_lengths = self._words(digits, lengths)
-    t = jnp.arange(self.target_time)[None, :]
     shifted = jnp.concatenate([jnp.full((batch_size, 1), BOS, jnp.int32), targets[:, :-1]], 1)
-    decoder_inputs = jnp.where(t < target_lengths[:, None], shifted, PAD)
+    decoder_inputs = jnp.where(sequence_mask(target_lengths, self.target_time), shifted, PAD)
     return {"inputs": inputs, "lengths": lengths, "decoder_inputs": decoder_inputs,
             "targets": targets, "target_lengths": target_lengths}
 
@@ -188,7 +187,7 @@ class TranslationTask:
   def loss_and_metrics(self, logits: Array, batch: dict[str, Array]
                        ) -> tuple[Array, dict[str, Any]]:
     """Teacher-forced logits [batch, T, vocab] -> masked cross-entropy, token/exact accuracy."""
-    valid = jnp.arange(logits.shape[1])[None, :] < batch["target_lengths"][:, None]
+    valid = sequence_mask(batch["target_lengths"], logits.shape[1])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     loss = jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.sum(valid)
     metrics = self._accuracy(jnp.argmax(logits, -1), batch, valid)
@@ -215,7 +214,7 @@ class TranslationTask:
     loss, _ = self.loss_and_metrics(logits, batch)
     tokens, _ = model.apply({"params": params}, batch["inputs"], batch["lengths"],
                             method="decode")
-    valid = jnp.arange(self.target_time)[None, :] < batch["target_lengths"][:, None]
+    valid = sequence_mask(batch["target_lengths"], self.target_time)
     match = tokens == batch["targets"]  # targets are PAD after EOS, as greedy decoding emits
     exact = jnp.all(match, axis=1)
     out = {"loss": loss, "token_accuracy": jnp.sum(match & valid) / jnp.sum(valid),
