@@ -38,7 +38,9 @@ def make_cell(name: str, options: dict[str, Any] | Sequence[tuple[str, Any]] = (
 NORMS = ("none", "layer", "rms")
 
 
-def _norm(kind: str, name: str) -> nn.Module:
+def norm_module(kind: str, name: str | None = None) -> nn.Module:
+  """The normalisation `kind` ("layer" or "rms") as a flax Module; `sampling` applies the same
+  Module to a trained encoder's `norm{k}` params, so generation normalises exactly as training."""
   if kind == "layer":
     return nn.LayerNorm(name=name)
   if kind == "rms":
@@ -122,7 +124,7 @@ class RecurrentEncoder(nn.Module):
     xs = mask(xs)
     carries = []
     for k, layer_params in enumerate(stack_params):
-      h = xs if self.norm == "none" else _norm(self.norm, f"norm{k}")(xs)
+      h = xs if self.norm == "none" else norm_module(self.norm, f"norm{k}")(xs)
       c, ys = self._run_stack(cell, [layer_params], h, lengths, 0.0, keys)
       carries += c
       if rate > 0.0 and k < self.num_layers - 1:  # between layers, as in the plain stack
@@ -131,7 +133,7 @@ class RecurrentEncoder(nn.Module):
         ys = jnp.where(jax.vmap(draw)(keys), ys / (1.0 - rate), 0.0)
       xs = mask(xs + ys) if self.residual else ys
     if self.residual and self.norm != "none":
-      xs = mask(_norm(self.norm, "norm_out")(xs))
+      xs = mask(norm_module(self.norm, "norm_out")(xs))
     return carries, xs
 
   def _run_stack(self, cell: cells.Cell, stack_params: list[Any], xs: Array,
