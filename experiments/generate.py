@@ -16,6 +16,7 @@ from absl import app, flags
 
 from experiments import cli
 from rnnlab.analysis import sampling
+from rnnlab.errors import RnnlabError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a charlm training run.")
 _PROMPT = flags.DEFINE_string("prompt", "The ", "Text to read before sampling.")
@@ -33,12 +34,17 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  result = sampling.generate_from_workdir(
-      _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value, _BEST.value,
-      _PLOT.value, _TOP_K.value, _VALIDATION_BPC.value)
-  print(result.text)
+  try:
+    result = sampling.generate_from_workdir(
+        _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value,
+        _BEST.value, None, _TOP_K.value, _VALIDATION_BPC.value)
+  except RnnlabError as e:
+    raise cli.as_flags(e, ("top_k",)) from None
+  print(result.text, flush=True)
   if result.validation_bpc is not None:
     print(f"validation bpc (whole split, one pass): {result.validation_bpc:.4f}", file=sys.stderr)
+  if _PLOT.value:  # after the text, so a bad --plot path loses nothing that was generated
+    sampling.write_next_char_chart(result, _PLOT.value, _TOP_K.value)
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ def generate_from_workdir(workdir: str, prompt: str, length: int = 200,
     raise RnnlabError(f"--length must be >= 0, got {length}")
   if not temperature >= 0:
     raise RnnlabError(f"--temperature must be >= 0 (0: greedy), got {temperature}")
+  _check_top_k(top_k)
   lm, task, step = load_language_model(workdir, best)
   tokens = task.vocab.encode(prompt)  # unknown characters: RnnlabError listing them
   state, logits = read_prompt(lm, jnp.asarray(tokens))
@@ -250,6 +251,24 @@ def generate_from_workdir(workdir: str, prompt: str, length: int = 200,
   if validation_bpc:
     result.validation_bpc = stream_bits_per_char(lm, task.val_data)
   if plot_path:
-    from rnnlab.analysis import next_char_chart
-    next_char_chart.next_char_bar(result.next_char_probs, result.vocab, prompt, plot_path, top_k=top_k)
+    write_next_char_chart(result, plot_path, top_k)
   return result
+
+
+def _check_top_k(top_k: int) -> None:
+  if top_k < 1:
+    raise RnnlabError(f"top_k must be >= 1 (the characters the chart shows), got {top_k}")
+
+
+def write_next_char_chart(result: Generation, path: str, top_k: int = 10) -> None:
+  """The bar chart of the `top_k` most probable characters after `result.prompt`, to `path`;
+  RnnlabError in one line (nothing written) when the path cannot take it."""
+  from rnnlab.analysis import next_char_chart  # local: matplotlib is needed only here
+  _check_top_k(top_k)
+  try:
+    next_char_chart.next_char_bar(result.next_char_probs, result.vocab, result.prompt, path,
+                                  top_k=top_k)
+  except (OSError, ValueError) as e:
+    reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+    raise RnnlabError(f"cannot write the next-character chart to {path!r} ({reason}); give a "
+                      "path in a writable folder ending in .png (or .pdf, .svg)") from None
