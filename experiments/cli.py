@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
+import importlib.util
+import inspect
 import logging as py_logging
 import os
 import re
 import sys
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import app, flags, logging
+from ml_collections import config_dict
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import ConfigError, RnnlabError
 
 
 class _DropLibraryChatter(py_logging.Filter):
@@ -94,7 +101,19 @@ def _quiet_late_callbacks(unraisable: Any) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a config override of an unknown key reported in one line."""
+  """absl's flag parsing, with a bad config file, an override of an unknown key or one that
+  replaces a whole section reported in one line.
+
+  ml_collections loads the config file while absl parses the flags, before `main`, and reports a
+  failure there as a traceback (or not until the config is first read); so each `--config=FILE`
+  given is loaded and its `get_config` called here first, with the errors a user can act on.
+  """
+  try:
+    for name, spec in _config_files_given(argv):
+      _check_overrides(argv, name, _checked_config(name, spec))
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -107,3 +126,128 @@ def _parse_flags(argv: list[str]) -> list[str]:
     print(f"error: unknown config key '{key}' (overrides given: {' '.join(overrides)}); the "
           "config file defines every allowed key (see configs/base.py)", file=sys.stderr)
     sys.exit(1)
+
+
+def _config_files_given(argv: Sequence[str]) -> list[tuple[str, str]]:
+  """(flag name, FILE[:variant]) of every config-file flag given as --name=SPEC or --name SPEC."""
+  given = []
+  for name in flags.FLAGS:
+    if not isinstance(flags.FLAGS[name].parser, ConfigFileFlagParser):
+      continue
+    for i, arg in enumerate(argv[1:], 1):
+      if re.fullmatch(rf"--?{re.escape(name)}=.*", arg):
+        given.append((name, arg.split("=", 1)[1]))
+      elif re.fullmatch(rf"--?{re.escape(name)}", arg) and i + 1 < len(argv):
+        given.append((name, argv[i + 1]))
+  return given
+
+
+def load_config_module(name: str, spec: str) -> types.ModuleType:
+  """The module of config file `spec` (FILE[:variant]) given as --name; ConfigError in one line
+  when it is missing, is not Python, or fails to import."""
+  path = spec.split(":", 1)[0]
+  flag = f"--{name}={spec}"
+  if not os.path.isfile(path):
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
+    raise ConfigError(f"{flag}: {path!r} {what}; give a config file such as configs/copy.py")
+  module_spec = importlib.util.spec_from_file_location(f"_rnnlab_{name}_file", path)
+  if module_spec is None or module_spec.loader is None:
+    raise ConfigError(f"{flag}: {path!r} is not a Python file; give a config file such as "
+                      "configs/copy.py")
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"{flag}: syntax error in {path} at line {e.lineno}: {e.msg}; fix the "
+                      "file") from None
+  except Exception as e:  # pylint: disable=broad-except  # whatever the file's own code raises
+    raise ConfigError(f"{flag}: {path} fails to load ({_one_line(e)}); fix the file") from None
+  return module
+
+
+def call_config_function(name: str, spec: str, function: str = "get_config",
+                         missing: str | None = None) -> Any:
+  """`function(*variant)` of the config file `spec` given as --name (`get_config`, or a sweep's
+  `get_sweep`); ConfigError in one line when the file cannot give it (`missing`: the message when
+  it defines no such function)."""
+  path, *variant = spec.split(":", 1)
+  flag = f"--{name}={spec}"
+  fn = getattr(load_config_module(name, spec), function, None)
+  if not callable(fn):
+    raise ConfigError(missing or f"{flag}: {path} defines no {function}() (a config file "
+                      "returns its ConfigDict from get_config(); see configs/copy.py)")
+  try:
+    inspect.signature(fn).bind(*variant)
+  except TypeError:
+    if variant:
+      raise ConfigError(f"{flag}: {path}'s {function}() takes no variant; drop "
+                        f"':{variant[0]}'") from None
+    raise ConfigError(f"{flag}: {path}'s {function}() needs a variant: give "
+                      f"--{name}={path}:VARIANT") from None
+  except ValueError:  # no signature to read (a builtin): let the call tell
+    pass
+  try:
+    return fn(*variant)
+  except Exception as e:  # pylint: disable=broad-except  # whatever the file's own code raises
+    call = f"{function}({variant[0]!r})" if variant else f"{function}()"
+    remedy = "check the variant" if variant else "fix the file"
+    raise ConfigError(f"{flag}: {call} of {path} raised {_one_line(e)}; {remedy}") from None
+
+
+def _checked_config(name: str, spec: str) -> config_dict.ConfigDict:
+  """The ConfigDict that config file `spec` gives from get_config; ConfigError if none."""
+  config = call_config_function(name, spec, "get_config")
+  if not isinstance(config, config_dict.ConfigDict):
+    raise ConfigError(f"--{name}={spec}: get_config() returned {type(config).__name__}, not a "
+                      "ml_collections.ConfigDict (see configs/copy.py)")
+  return config
+
+
+def _check_overrides(argv: Sequence[str], name: str, config: config_dict.ConfigDict) -> None:
+  """Refuses `--config.a.b=...` when `a.b` is not a key of `config` (naming the close ones), and
+  `--config.model=...` where config.model is a section: ml_collections would replace the whole
+  section with an unlocked dict, so the keys not in it vanish (reported later as missing), a
+  typo in it is kept silently, and a later `--config.model.cell=...` fails as an unknown key."""
+  for arg in argv[1:]:
+    match = re.fullmatch(rf"--?(?:no)?{re.escape(name)}\.([^=]+)(?:=(.*))?", arg, re.DOTALL)
+    if match is None:
+      continue
+    key, text = match.groups()
+    node: Any = config
+    for i, part in enumerate(key.split(".")):
+      if not isinstance(node, config_dict.ConfigDict) or part not in node:
+        known = sorted(node.keys()) if isinstance(node, config_dict.ConfigDict) else []
+        close = difflib.get_close_matches(part, known, n=3)
+        where = ".".join(key.split(".")[:i])
+        hint = (f" (did you mean {', '.join(f'{where}.{c}'.lstrip('.') for c in close)}?)"
+                if close else "")
+        raise ConfigError(f"unknown config key '{key}'{hint}; the config file defines every "
+                          "allowed key (see configs/base.py)")
+      node = node[part]
+    if not isinstance(node, config_dict.ConfigDict):
+      continue
+    try:
+      value = ast.literal_eval(text or "")
+    except (SyntaxError, ValueError):
+      value = None
+    keys = (" ".join(f"--{name}.{key}.{k}={v}" for k, v in _flatten(value))
+            if isinstance(value, dict) and value else f"--{name}.{key}.KEY=VALUE")
+    raise ConfigError(f"--{name}.{key}=... would replace the whole section {name}.{key}, "
+                      f"dropping its other keys; set its keys one at a time instead: {keys}")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+  """[(dotted key, leaf value)] of a nested dict."""
+  out = []
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out += _flatten(value, f"{prefix}{key}.")
+    else:
+      out.append((f"{prefix}{key}", value))
+  return out
+
+
+def _one_line(e: BaseException) -> str:
+  """`Type: first line of the message`, for an error raised by a user's file."""
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

@@ -15,8 +15,8 @@ import sys
 from absl import app, flags
 
 from experiments import cli
-from rnnlab.errors import RnnlabError
 from rnnlab.analysis import sampling
+from rnnlab.errors import RnnlabError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a charlm training run.")
 _PROMPT = flags.DEFINE_string("prompt", "The ", "Text to read before sampling.")
@@ -36,13 +36,15 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     result = sampling.generate_from_workdir(
-        _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value, _BEST.value,
-        _PLOT.value, _TOP_K.value, _VALIDATION_BPC.value)
+        _WORKDIR.value, _PROMPT.value, _LENGTH.value, _TEMPERATURE.value, _SEED.value,
+        _BEST.value, None, _TOP_K.value, _VALIDATION_BPC.value)
   except RnnlabError as e:
-    raise cli.as_flags(e, ("prompt", "length", "temperature")) from None
-  print(result.text)
+    raise cli.as_flags(e, ("prompt", "length", "temperature", "top_k")) from None
+  print(result.text, flush=True)
   if result.validation_bpc is not None:
     print(f"validation bpc (whole split, one pass): {result.validation_bpc:.4f}", file=sys.stderr)
+  if _PLOT.value:  # after the text, so a bad --plot path loses nothing that was generated
+    sampling.write_next_char_chart(result, _PLOT.value, _TOP_K.value)
 
 
 if __name__ == "__main__":

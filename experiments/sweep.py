@@ -12,7 +12,6 @@ Without --sweep, the config file's `get_sweep()` gives the points. Re-running sk
 points and resumes interrupted ones; the table is DIR/sweep.md and DIR/sweep.csv.
 """
 
-import importlib.util
 import os
 
 from absl import app, flags
@@ -55,13 +54,9 @@ _LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
 
 
 def _sweep_from_config_file() -> object:
-  path = config_flags.get_config_filename(flags.FLAGS["config"])
-  spec = importlib.util.spec_from_file_location("_sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise ConfigError(f"no --sweep given and {path} defines no get_sweep()")
-  return module.get_sweep()
+  path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
+  return cli.call_config_function("config", path, "get_sweep",
+                                  missing=f"no --sweep given and {path} defines no get_sweep()")
 
 
 def main(argv: list[str]) -> None:

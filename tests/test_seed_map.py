@@ -38,3 +38,20 @@ def test_auto_is_map_on_cpu_and_vmap_on_accelerators():
   assert train.resolve_seed_map("vmap", 8, backend="cpu") == "vmap"
   with pytest.raises(ConfigError, match="seed_map='scan'"):
     train.resolve_seed_map("scan", 3)
+
+
+def test_seeds_speedup_report(tmp_path):
+  from tests.conftest import run_entry
+  result = run_entry("experiments.seeds_speedup", "--config=configs/compare.py:quick",
+                     "--cells=gru", "--seeds=2", "--timed_steps=1", "--repeats=1", "--length=5",
+                     f"--results_dir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  md = open(tmp_path / "seeds_speedup.md").read()
+  header = next(line for line in md.splitlines() if line.startswith("| cell |"))
+  row = next(line for line in md.splitlines() if line.startswith("| gru |"))
+  cols = [c.strip() for c in header.strip("|").split("|")]
+  vals = dict(zip(cols, [c.strip() for c in row.strip("|").split("|")]))
+  assert vals["S"] == "2" and vals["auto"] == "map"
+  for key in ("ms/step 1 seed", "ms/step vmap", "ms/step map", "x vmap", "x map"):
+    assert float(vals[key]) > 0
+  assert float(vals["x auto"]) == float(vals["x map"])

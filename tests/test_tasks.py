@@ -85,3 +85,23 @@ def test_registry():
     tasks.get(ml_collections.ConfigDict({"name": "sorting", "length": 3}))
   with pytest.raises(ValueError, match="length >= 2"):
     AddingTask(1)
+
+
+@pytest.mark.parametrize("length,min_length", [(5, 0), (30, 5), (12, 11), (60, 1)])
+def test_copy_baseline_is_the_memoryless_loss_of_the_sampled_delays(length, min_length):
+  """The best predictor that ignores the input outputs, at each step, the distribution of the
+  target there (over the examples where the step is real); its loss on fresh batches must be the
+  chance baseline, for one delay and for variable ones."""
+  task = CopyTask(length, min_length=min_length)
+  fit = task.sample(jax.random.PRNGKey(10), 20000)
+  valid = np.arange(task.max_time)[None, :] < np.asarray(fit["lengths"])[:, None]
+  counts = np.einsum("bt,btc->tc", valid, np.asarray(jax.nn.one_hot(fit["targets"], 10)))
+  logits = jnp.log(jnp.asarray(counts + 1e-6) / (counts.sum(1, keepdims=True) + 1e-5))
+  losses = []
+  for i in range(8):
+    batch = task.sample(jax.random.PRNGKey(100 + i), 2048)
+    loss, _ = task.loss_and_metrics(jnp.broadcast_to(logits, (2048, *logits.shape)), batch)
+    losses.append(float(loss))
+  assert np.mean(losses) == pytest.approx(task.baseline, rel=0.01)
+  if min_length in (0, length):
+    assert task.baseline == pytest.approx(10 * math.log(8) / (length + 20))

@@ -16,7 +16,6 @@ from rnnlab.training import checkpoint, metrics_log, tensorboard, train
 from tests.conftest import tiny_config
 
 
-
 def _read(path):
   """{tag: [(step, value), ...]} of the event files directly in `path` (TensorBoard's reader)."""
   acc = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.SCALARS: 0})

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Mapping, Sequence
 
@@ -16,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from rnnlab.training import run_folder  # noqa: E402
 
 _SHOW = {" ": "␣", "\n": "\\n", "\t": "\\t"}
 
@@ -26,10 +29,15 @@ def show_char(c: str) -> str:
 
 
 def _save(fig: plt.Figure, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  """Writes the figure in the format its extension names, whole or not at all: it is drawn in
+  memory first, so an unknown format or an unwritable path leaves no partial file behind."""
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  buffer = io.BytesIO()
+  try:
+    fig.savefig(buffer, dpi=120, format=os.path.splitext(path)[1][1:] or None)
+  finally:
+    plt.close(fig)
+  run_folder.atomic_write(path, buffer.getvalue())
 
 
 def next_char_bar(probs: np.ndarray, vocab: Sequence[str], prompt: str, path: str,
@@ -38,8 +46,10 @@ def next_char_bar(probs: np.ndarray, vocab: Sequence[str], prompt: str, path: st
 
   probs: [vocab] softmax after reading `prompt`; vocab: the character of each id.
   """
+  if top_k < 1:
+    raise ValueError(f"top_k must be >= 1 (the number of characters shown), got {top_k}")
   probs = np.asarray(probs, np.float64)
-  order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
+  order = np.argsort(-probs, kind="stable")[:top_k]
   labels = [show_char(vocab[i]) for i in order]
   values = probs[order]
   fig, ax = plt.subplots(figsize=(8, 5))

@@ -12,7 +12,14 @@ is fed back through the same function: the hidden state is carried across prompt
 reset. Sampling runs in one jitted `lax.scan`.
 
 The model is the default `models.RNNModel` (embedding -> unidirectional stack -> per-step linear
-readout) that task `charlm` trains; `LanguageModel` is its pure-function view.
+readout) that task `charlm` trains; `LanguageModel` is its pure-function view. The deep form of
+`models.RecurrentEncoder` (`model.residual`, `model.norm`) is read the same way, step by step:
+
+    x = input_proj(E c)                          (residual only)
+    per layer k: y = RNN_k(h_{k,t-1}, norm_k(x));  x = x + y (residual) or y
+    logits = W_o norm_out(x) + b_o               (norm_out: residual with a norm)
+
+with the encoder's own flax norm Modules applied to its trained `norm{k}`/`norm_out` params.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import math
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +52,10 @@ class LanguageModel:
     embedding: [vocab, embed].
     layers: per layer, the cell's params dict (unidirectional).
     readout_kernel: [H, vocab]; readout_bias: [vocab].
+    residual, norm: the encoder's deep form (`models.RecurrentEncoder`); False, "none": plain.
+    input_proj: with `residual`, the Dense params {kernel: [embed, H], bias: [H]}; else None.
+    norms: with a norm, per layer the params of the norm before it; else ().
+    norm_out: with `residual` and a norm, the params of the norm after the last layer; else None.
   """
 
   cell: cells.Cell
@@ -52,16 +64,27 @@ class LanguageModel:
   layers: tuple[Any, ...]
   readout_kernel: Array
   readout_bias: Array
+  residual: bool = False
+  norm: str = "none"
+  input_proj: Any = None
+  norms: tuple[Any, ...] = ()
+  norm_out: Any = None
 
   @classmethod
-  def from_params(cls, cell: cells.Cell, hidden_size: int, params: Any) -> "LanguageModel":
-    """params: one replica's RNNModel params ({embed, encoder: {layer{k}_fwd}, readout})."""
+  def from_params(cls, cell: cells.Cell, hidden_size: int, params: Any, residual: bool = False,
+                  norm: str = "none") -> "LanguageModel":
+    """params: one replica's RNNModel params ({embed, encoder: {layer{k}_fwd, and with the deep
+    form input_proj, norm{k}, norm_out}, readout}); residual, norm: config.model's."""
     enc = params["encoder"]
     if any(k.endswith("_bwd") for k in enc):
       raise RnnlabError("a bidirectional model cannot generate text")
-    layers = tuple(enc[f"layer{k}_fwd"] for k in range(len(enc)))
+    num_layers = sum(1 for k in enc if k.startswith("layer") and k.endswith("_fwd"))
+    layers = tuple(enc[f"layer{k}_fwd"] for k in range(num_layers))
+    norms = () if norm == "none" else tuple(enc[f"norm{k}"] for k in range(num_layers))
     return cls(cell, hidden_size, params["embed"]["embedding"], layers,
-               params["readout"]["kernel"], params["readout"]["bias"])
+               params["readout"]["kernel"], params["readout"]["bias"], residual=residual,
+               norm=norm, input_proj=enc["input_proj"] if residual else None, norms=norms,
+               norm_out=enc["norm_out"] if residual and norm != "none" else None)
 
   @property
   def vocab_size(self) -> int:
@@ -69,8 +92,17 @@ class LanguageModel:
 
 
 jax.tree_util.register_dataclass(
-    LanguageModel, data_fields=["embedding", "layers", "readout_kernel", "readout_bias"],
-    meta_fields=["cell", "hidden_size"])
+    LanguageModel, data_fields=["embedding", "layers", "readout_kernel", "readout_bias",
+                                "input_proj", "norms", "norm_out"],
+    meta_fields=["cell", "hidden_size", "residual", "norm"])
+
+
+def language_model(config: Any, params: Any) -> LanguageModel:
+  """The LanguageModel of one replica's params of a run made with `config` (its model keys)."""
+  cell = _cell(config.model.cell, tuple(sorted(config.model.to_dict().items())))
+  return LanguageModel.from_params(cell, config.model.hidden_size, params,
+                                   residual=bool(config.model.get("residual", False)),
+                                   norm=str(config.model.get("norm", "none")))
 
 
 def initial_state(lm: LanguageModel) -> tuple[Any, ...]:
@@ -78,15 +110,26 @@ def initial_state(lm: LanguageModel) -> tuple[Any, ...]:
   return tuple(lm.cell.initial_carry(lm.hidden_size) for _ in lm.layers)
 
 
+def _apply_norm(lm: LanguageModel, params: Any, xs: Array) -> Array:
+  """The encoder's norm Module with trained `params`, over xs [time, features] (per step)."""
+  return models.norm_module(lm.norm).apply({"params": params}, xs)
+
+
 def advance(lm: LanguageModel, state: tuple[Any, ...], tokens: Array
             ) -> tuple[tuple[Any, ...], Array]:
   """Reads tokens [time] from `state`: (state after the last one, logits [time, vocab]);
   logits[t] predicts the token after tokens[t]."""
   xs = lm.embedding[tokens]
+  if lm.residual:
+    xs = nn.Dense(lm.hidden_size).apply({"params": lm.input_proj}, xs)
   new_state = []
-  for params, carry in zip(lm.layers, state):
-    carry, xs = recurrent.scan(lm.cell, params, xs, carry=carry)
+  for k, (params, carry) in enumerate(zip(lm.layers, state)):
+    h = xs if lm.norm == "none" else _apply_norm(lm, lm.norms[k], xs)
+    carry, ys = recurrent.scan(lm.cell, params, h, carry=carry)
     new_state.append(carry)
+    xs = xs + ys if lm.residual else ys
+  if lm.norm_out is not None:
+    xs = _apply_norm(lm, lm.norm_out, xs)
   return tuple(new_state), xs @ lm.readout_kernel + lm.readout_bias
 
 
@@ -180,9 +223,7 @@ def load_language_model(workdir: str, best: bool = False) -> tuple[LanguageModel
     raise CheckpointError(
         f"{e} (The vocabulary is rebuilt from config.task.path={config.task.path!r}: if that "
         "file changed since training, the model no longer fits it.)") from None
-  params = jax.tree.map(lambda x: x[0], state.params)
-  cell = _cell(config.model.cell, tuple(sorted(config.model.to_dict().items())))
-  lm = LanguageModel.from_params(cell, config.model.hidden_size, params)
+  lm = language_model(config, jax.tree.map(lambda x: x[0], state.params))
   step = int(np.asarray(state.step).reshape(-1)[0])
   return lm, trainer.task, step
 
@@ -200,6 +241,7 @@ def generate_from_workdir(workdir: str, prompt: str, length: int = 200,
     raise RnnlabError(f"length must be >= 0, got {length}")
   if not temperature >= 0:
     raise RnnlabError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+  _check_top_k(top_k)
   lm, task, step = load_language_model(workdir, best)
   tokens = task.vocab.encode(prompt)  # unknown characters: RnnlabError listing them
   state, logits = read_prompt(lm, jnp.asarray(tokens))
@@ -209,6 +251,24 @@ def generate_from_workdir(workdir: str, prompt: str, length: int = 200,
   if validation_bpc:
     result.validation_bpc = stream_bits_per_char(lm, task.val_data)
   if plot_path:
-    from rnnlab.analysis import next_char_chart
-    next_char_chart.next_char_bar(result.next_char_probs, result.vocab, prompt, plot_path, top_k=top_k)
+    write_next_char_chart(result, plot_path, top_k)
   return result
+
+
+def _check_top_k(top_k: int) -> None:
+  if top_k < 1:
+    raise RnnlabError(f"top_k must be >= 1 (the characters the chart shows), got {top_k}")
+
+
+def write_next_char_chart(result: Generation, path: str, top_k: int = 10) -> None:
+  """The bar chart of the `top_k` most probable characters after `result.prompt`, to `path`;
+  RnnlabError in one line (nothing written) when the path cannot take it."""
+  from rnnlab.analysis import next_char_chart  # local: matplotlib is needed only here
+  _check_top_k(top_k)
+  try:
+    next_char_chart.next_char_bar(result.next_char_probs, result.vocab, result.prompt, path,
+                                  top_k=top_k)
+  except (OSError, ValueError) as e:
+    reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+    raise RnnlabError(f"cannot write the next-character chart to {path!r} ({reason}); give a "
+                      "path in a writable folder ending in .png (or .pdf, .svg)") from None

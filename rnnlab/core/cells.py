@@ -58,6 +58,7 @@ import jax.numpy as jnp
 from rnnlab.core import linear_cells
 from rnnlab.core.base import Array, Cell, Params, check_sizes, input_kernel, zeros_carry
 
+
 class LSTMState(NamedTuple):
   """LSTM carry, named so (h, c) can never be swapped by accident. Each: [hidden]."""
 

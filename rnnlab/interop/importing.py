@@ -40,6 +40,7 @@ Sources and the names read from them:
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from typing import Any, Callable, Mapping
 
@@ -50,8 +51,8 @@ import numpy as np
 from absl import logging
 
 from rnnlab import models
-from rnnlab.errors import RnnlabError
 from rnnlab.core import cells
+from rnnlab.errors import RnnlabError
 from rnnlab.interop import flax_weights, keras_weights, layout, torch_weights
 from rnnlab.training import checkpoint, train
 
@@ -116,9 +117,16 @@ def _load_torch_file(path: str) -> dict[str, Any]:
                       "https://download.pytorch.org/whl/cpu)") from None
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    if "weights only" not in str(e).lower():
+      raise RnnlabError(_unreadable_torch_file(path, e)) from None
+    # torch's message advises weights_only=False, which runs any code the file holds: never
+    # relayed. The file holds Python objects besides tensors (a whole nn.Module, an optimizer...).
+    raise RnnlabError(f"{path!r} holds pickled Python objects, not only tensors (a whole "
+                      "nn.Module saved with torch.save(model)?); only a state_dict is read: "
+                      "save one with torch.save(model.state_dict(), path)") from None
   except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds here
-    raise RnnlabError(f"cannot load {path!r} as a torch state_dict (torch.load with "
-                      f"weights_only=True): {str(e).strip().splitlines()[0][:300]}") from None
+    raise RnnlabError(_unreadable_torch_file(path, e)) from None
   if isinstance(obj, Mapping):
     for key in ("state_dict", "model_state_dict", "model"):
       if isinstance(obj.get(key), Mapping):
@@ -128,6 +136,15 @@ def _load_torch_file(path: str) -> dict[str, Any]:
     raise RnnlabError(f"{path!r} does not hold a state_dict (a dict of tensors); save one with "
                       "torch.save(model.state_dict(), path)")
   return {k: v.detach().cpu().numpy() for k, v in obj.items()}
+
+
+def _unreadable_torch_file(path: str, error: Exception) -> str:
+  """The one-line message for a file torch.load cannot read at all (truncated, not torch's)."""
+  reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split(". ")[0].splitlines()
+  reason = f"{type(error).__name__}: {reason[0][:200]}" if reason else type(error).__name__
+  return (f"cannot read {path!r} as a torch file: it is truncated, damaged or not written by "
+          f"torch.save ({reason}); copy it again, or save it with "
+          "torch.save(model.state_dict(), path)")
 
 
 def load_torch(path: str, config: ml_collections.ConfigDict,

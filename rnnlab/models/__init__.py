@@ -10,7 +10,8 @@ from rnnlab.models.encoder import (
                                    encoder_from_config,
                                    last_real_step,
                                    make_cell,
+                                   norm_module,
 )
 
 __all__ = ["RNNModel", "RecurrentEncoder", "build_model", "cell_options_from_config",
-           "encoder_from_config", "last_real_step", "make_cell"]
+           "encoder_from_config", "last_real_step", "make_cell", "norm_module"]

@@ -40,7 +40,9 @@ def make_cell(name: str, options: dict[str, Any] | Sequence[tuple[str, Any]] = (
 NORMS = ("none", "layer", "rms")
 
 
-def _norm(kind: str, name: str) -> nn.Module:
+def norm_module(kind: str, name: str | None = None) -> nn.Module:
+  """The normalisation `kind` ("layer" or "rms") as a flax Module; `sampling` applies the same
+  Module to a trained encoder's `norm{k}` params, so generation normalises exactly as training."""
   if kind == "layer":
     return nn.LayerNorm(name=name)
   if kind == "rms":
@@ -125,13 +127,13 @@ class RecurrentEncoder(nn.Module):
     mask = (lambda x: x) if valid is None else (lambda x: jnp.where(valid, x, 0.0))
 
     def run_layer(k: int, x: Array) -> tuple[tuple[Any, ...], Array]:
-      h = x if self.norm == "none" else _norm(self.norm, f"norm{k}")(x)
+      h = x if self.norm == "none" else norm_module(self.norm, f"norm{k}")(x)
       return layers.layer(run, stack_params[k], h, lengths)
 
     residual = (lambda x, ys: mask(x + ys)) if self.residual else None
     carries, xs = layers.stack(run_layer, self.num_layers, mask(xs), drop, residual)
     if self.residual and self.norm != "none":
-      xs = mask(_norm(self.norm, "norm_out")(xs))
+      xs = mask(norm_module(self.norm, "norm_out")(xs))
     return carries, xs
 
 

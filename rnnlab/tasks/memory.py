@@ -5,6 +5,8 @@ Copy, delay T: symbols 1..8 are data, 0 is blank, 9 the delimiter.
   targets [batch, T + 20]: T + 10 blanks, then the 10 data symbols
   loss: cross-entropy averaged over all real steps; chance baseline 10 ln(8) / (T + 20)
   (always blank, then a uniform guess); metric: accuracy on the 10 recalled symbols.
+  With variable delays the chance baseline is that of the best memoryless predictor for the delay
+  distribution sampled (see `copy_chance_loss`).
 
 Adding, length T: inputs [batch, T, 2]: channel 0 values U(0, 1), channel 1 a marker that is 1 at
   exactly two positions, one in each half of the sequence; target [batch]: the sum of the two
@@ -22,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rnnlab.core.mask import sequence_mask
@@ -40,6 +43,32 @@ def _draw_lengths(key: Array, batch_size: int, min_length: int, length: int) -> 
   return jax.random.randint(key, (batch_size,), min_length, length + 1, jnp.int32)
 
 
+def copy_chance_loss(min_length: int, length: int) -> float:
+  r"""The copy loss of the best memoryless predictor, for delays d uniform in [min_length, length]
+  (1 <= min_length <= length; `_draw_lengths` draws them so).
+
+  Ignoring the input, the best output at step t is the distribution of the target at t over the
+  examples in which t is a real step (t < d + 20): blank with probability 1 - p_t, each data
+  symbol with p_t / 8, where p_t = P(d + 10 <= t | d + 20 > t). The loss averages cross-entropy
+  over all real steps of a batch, so (for a large batch) it is
+
+    sum_t P(d + 20 > t) [p_t ln 8 + H(p_t)] / E[d + 20]
+      = (10 ln 8 + sum_t P(d + 20 > t) H(p_t)) / (E[d] + 20),
+
+  H the binary entropy in nats. One delay T gives 10 ln(8) / (T + 20) (every p_t is 0 or 1);
+  variable delays add the uncertainty of where the recall starts and ends.
+  """
+  delays = np.arange(min_length, length + 1)
+  t = np.arange(length + 2 * NUM_RECALL)[:, None]                 # [time, 1] against [delays]
+  p_valid = np.mean(t < delays + 2 * NUM_RECALL, axis=1)           # [time]
+  p_recall = np.mean((t >= delays + NUM_RECALL) & (t < delays + 2 * NUM_RECALL), axis=1)
+  p = np.divide(p_recall, p_valid, out=np.zeros_like(p_valid), where=p_valid > 0)
+  q = np.clip(p, 1e-300, 1.0)
+  entropy = -(p * np.log(q)) - (1.0 - p) * np.log(np.clip(1.0 - p, 1e-300, 1.0))
+  return float((NUM_RECALL * math.log(NUM_DATA_SYMBOLS) + np.sum(p_valid * entropy))
+               / (np.mean(delays) + 2 * NUM_RECALL))
+
+
 class CopyTask:
   """Copy task with delay `length` (variable in [min_length, length] if min_length < length)."""
 
@@ -55,7 +84,7 @@ class CopyTask:
     self.min_length = min_length or length
     self.solved_threshold = solved_threshold
     self.max_time = length + 2 * NUM_RECALL
-    self.baseline = NUM_RECALL * math.log(NUM_DATA_SYMBOLS) / (length + 2 * NUM_RECALL)
+    self.baseline = copy_chance_loss(self.min_length, length)
 
   def sample(self, key: Array, batch_size: int) -> dict[str, Array]:
     k_sym, k_len = jax.random.split(key)

@@ -49,6 +49,11 @@ def validate(config: Any) -> None:
               "train.eval_batches", "train.eval_batch_size", "train.checkpoint_every",
               "train.keep_checkpoints"):
     _positive_int(config, key)
+  seed = _lookup(config, "seed")
+  # PRNGKey(seed) keeps 32 bits: -1 is the run of 2**32 - 1, and 2**32 that of 0.
+  if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    raise ConfigError(f"config.seed must be an integer in [0, 2**32), got {seed!r} (other "
+                      "values repeat the run of a seed in that range)")
   for key in ("train.learning_rate", "train.weight_decay", "train.grad_clip",
               "train.warmup_steps", "model.dropout_rate", "task.min_length"):
     if _has(config, key):

@@ -1,0 +1,95 @@
+"""Studies and sweeps in parallel worker processes: the same table as one worker, resumable after
+the whole study is killed, and the second sweep into one workdir refused."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import compare as compare_config
+from rnnlab.errors import ConfigError
+from rnnlab.studies import memory_study, report, sweep, sweep_spec
+from tests.conftest import ROOT, entry_env, tiny_config
+
+TIMING = {"wall_time_sec", "workdir"}
+
+
+def _table(results_dir: str) -> list[dict]:
+  rows = report.read_csv(os.path.join(results_dir, "compare.csv"))
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _quick():
+  config = compare_config.get_config("quick")
+  config.compare.cells = "vanilla,gru"   # 4 points
+  return config
+
+
+def test_two_workers_give_the_table_of_one(tmp_path):
+  tables = {}
+  for workers in (1, 2):
+    base = tmp_path / f"w{workers}"
+    rows = memory_study.run(_quick(), str(base), str(base), "TEST", parallel=workers)
+    assert [r["status"] for r in rows] == ["finished"] * 4
+    tables[workers] = _table(str(base))
+  assert tables[1] == tables[2]
+  md = open(tmp_path / "w2" / "compare.md").read()
+  assert "2 worker process(es)" in md and "seeds mapped by map" in md
+
+
+def test_bad_parallel_is_a_config_error(tmp_path):
+  points = sweep.make_points(tiny_config(), sweep_spec.product([("model.cell", ["gru"])]),
+                             str(tmp_path))
+  with pytest.raises(ConfigError, match="parallel must be an integer >= 1, got 0"):
+    sweep.run_points(points, parallel=0)
+
+
+def test_second_sweep_into_the_same_workdir_is_refused(tmp_path):
+  config = tiny_config(num_steps=10)
+  base = str(tmp_path / "sweep")
+  first = sweep_spec.product(sweep_spec.parse_spec("model.cell=vanilla,gru", config))
+  sweep.run_sweep(config, first, base)
+  before = open(os.path.join(base, sweep.MANIFEST_FILE)).read()
+  other = sweep_spec.product(sweep_spec.parse_spec("model.hidden_size=4,6", config))
+  with pytest.raises(ConfigError, match="holds another sweep .2 points; new points: hidden=4"):
+    sweep.run_sweep(config, other, base)
+  assert open(os.path.join(base, sweep.MANIFEST_FILE)).read() == before
+  sweep.run_sweep(config, first, base)  # the same sweep again resumes (here: all finished)
+
+
+def test_point_name_too_long_for_the_file_system_is_shortened(tmp_path):
+  overrides = (("task.name", "x" * 300),)
+  name = sweep.point_name(overrides)
+  assert len(name.encode()) <= sweep.MAX_NAME_BYTES and "~" in name
+  assert sweep.point_name(overrides) == name  # stable: a rerun finds the same workdir
+  assert sweep.point_name((("task.name", "x" * 299 + "y"),)) != name
+  os.makedirs(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_killed_parallel_study_resumes_to_the_same_table(tmp_path):
+  """SIGKILL to the whole study (parent and workers) once a point has a checkpoint; the same
+  command then finishes and its table equals an uninterrupted study's."""
+  args = [sys.executable, "-m", "experiments.compare", "--config=configs/compare.py:quick",
+          "--config.compare.cells=vanilla,gru", "--config.train.num_steps=200",
+          "--config.compare.overrides.copy=train.num_steps=200",
+          "--config.compare.overrides.adding=train.num_steps=200", "--parallel=2"]
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  assert subprocess.run(args + [f"--workdir={straight}"], cwd=ROOT, env=entry_env(),
+                        capture_output=True, timeout=900).returncode == 0
+  proc = subprocess.Popen(args + [f"--workdir={killed}"], cwd=ROOT, env=entry_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+  deadline = time.time() + 600
+  while not list(killed.glob("*/checkpoints/*")) and time.time() < deadline:
+    time.sleep(0.2)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "compare.csv").exists()
+  result = subprocess.run(args + [f"--workdir={killed}"], cwd=ROOT, env=entry_env(),
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert _table(str(killed)) == _table(str(straight))
