@@ -11,7 +11,7 @@ import os
 import pytest
 
 from tests.conftest import file_bytes
-from tests.test_bad_input import _TINY, _assert_one_clear_error, _run, finished  # noqa: F401
+from tests.test_bad_input import _TINY, _assert_one_clear_error, _run, finished  # noqa: F401,F811
 
 _TEXT = "The blue ship sails at dawn. The red ship waits in the harbour.\n" * 60
 
