@@ -45,6 +45,8 @@ _SLURM_PARALLELISM = flags.DEFINE_integer("slurm_array_parallelism", 16, "At mos
                                           "Slurm array tasks at once.")
 _LOCAL_PARALLELISM = flags.DEFINE_integer("local_parallelism", 2, "--launcher=local: at most "
                                           "this many processes (the points are split among them).")
+_PARALLEL = flags.DEFINE_integer("parallel", os.cpu_count() or 1, "--launcher=inline: worker "
+                                 "processes training the points (default: CPU cores).")
 flags.mark_flags_as_required(["workdir"])
 # launch.Resources' fields and launch_sweep's argument -> the flags that set them.
 _LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
@@ -73,7 +75,11 @@ def main(argv: list[str]) -> None:
     else:
       overrides = sweep_spec.from_sweep_object(_sweep_from_config_file(), config)
     if _LAUNCHER.value == "inline":
-      sweep.run_sweep(config, overrides, _WORKDIR.value, _NUM_SHARDS.value, _SHARD_INDEX.value)
+      try:
+        sweep.run_sweep(config, overrides, _WORKDIR.value, _NUM_SHARDS.value, _SHARD_INDEX.value,
+                        parallel=_PARALLEL.value)
+      except RnnlabError as e:
+        raise cli.as_flags(e, ("num_shards", "shard_index", "parallel")) from None
     else:
       if _NUM_SHARDS.value != 1:
         raise ConfigError("--num_shards splits an inline sweep; with --launcher="

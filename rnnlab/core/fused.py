@@ -131,12 +131,7 @@ def stack(cell: Cell, stack_params: Sequence[Sequence[Params]], xs: Array,
     (per-layer tuples of final carries, each with a leading [batch] axis;
      ys of the last layer: [batch, time, directions * hidden]).
   """
-  drop = None
-  if dropout_rate > 0.0:
-    def drop(k: int, ys: Array) -> Array:
-      if dropout_keys is None:
-        raise ValueError("dropout_rate > 0 needs dropout_keys")
-      return layers.batched_dropout(dropout_keys, k, dropout_rate, ys)
+  drop = layers.dropout_between_layers(dropout_rate, dropout_keys, batched=True)
   return layers.stack_layers(functools.partial(layer, cell), stack_params, xs, lengths, drop)
 
 

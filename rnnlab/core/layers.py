@@ -57,6 +57,20 @@ def batched_dropout(keys: Array, index: int, rate: float, xs: Array) -> Array:
   return jax.vmap(lambda key, x: dropout(key, index, rate, x))(keys, xs)
 
 
+def dropout_between_layers(rate: float, key: Array | None, batched: bool
+                           ) -> Callable[[int, Array], Array] | None:
+  """The `drop` hook of `stack`: None for rate 0, else dropout before layer k from `key` (one
+  example's) or from per-example keys [batch] when `batched`."""
+  if rate <= 0.0:
+    return None
+
+  def drop(k: int, ys: Array) -> Array:
+    if key is None:
+      raise ValueError("dropout_rate > 0 needs dropout keys")
+    return (batched_dropout if batched else dropout)(key, k, rate, ys)
+  return drop
+
+
 def stack(run_layer: Callable[[int, Array], tuple[Any, Array]], num_layers: int, xs: Array,
           drop: Callable[[int, Array], Array] | None = None,
           residual: Callable[[Array, Array], Array] | None = None) -> tuple[list[Any], Array]:

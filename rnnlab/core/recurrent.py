@@ -149,10 +149,5 @@ def stack(cell: Cell, stack_params: Sequence[Sequence[Params]], xs: Array,
   Returns:
     (per-layer tuples of final carries, ys of the last layer: [time, directions * hidden]).
   """
-  drop = None
-  if dropout_rate > 0.0:
-    def drop(k: int, ys: Array) -> Array:
-      if dropout_key is None:
-        raise ValueError("dropout_rate > 0 needs a dropout_key")
-      return layers.dropout(dropout_key, k, dropout_rate, ys)
+  drop = layers.dropout_between_layers(dropout_rate, dropout_key, batched=False)
   return layers.stack_layers(functools.partial(scan, cell), stack_params, xs, length, drop)

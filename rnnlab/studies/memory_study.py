@@ -85,7 +85,7 @@ def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir
         raise ConfigError(
             f"{workdir!r} holds a study with config.{section}.{key}={before.get(key)!r}, not "
             f"{now.get(key)!r}: every point of a study has the same budget and model. Use a "
-            "new --workdir for a different study.")
+            "new workdir for a different study.")
 
 
 _CELL_ORDER = {c: i for i, c in enumerate(

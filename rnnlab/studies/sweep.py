@@ -140,9 +140,9 @@ def make_points(config: ml_collections.ConfigDict, overrides_list: Sequence[Over
 def shard(points: Sequence[Point], num_shards: int, shard_index: int) -> list[Point]:
   """Every `num_shards`-th point starting at `shard_index` (shards are disjoint and cover all)."""
   if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
-    raise ConfigError(f"--num_shards must be an integer >= 1, got {num_shards!r}")
+    raise ConfigError(f"num_shards must be an integer >= 1, got {num_shards!r}")
   if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-    raise ConfigError(f"--shard_index must be in [0, {num_shards}), got {shard_index!r}")
+    raise ConfigError(f"shard_index must be in [0, {num_shards}), got {shard_index!r}")
   return list(points[shard_index::num_shards])
 
 
@@ -283,7 +283,7 @@ def read_manifest(base_workdir: str) -> dict[str, Any]:
   data = sweep_table.read_json(path)
   if data is None:
     raise RnnlabError(f"{path} is missing or unreadable: {base_workdir!r} holds no sweep "
-                      "(run experiments.sweep with --sweep first)")
+                      "(run a sweep into it first)")
   return data
 
 
