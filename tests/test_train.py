@@ -22,8 +22,9 @@ def _drop_timing(row):
 
 def test_run_writes_workdir(tmp_path):
   summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
-  assert sorted(os.listdir(tmp_path)) == ["best_checkpoint", "checkpoints", "config.json",
-                                         "metrics.jsonl", "summary.json", "tensorboard"]
+  assert sorted(os.listdir(tmp_path)) == [".lock", "best_checkpoint", "checkpoints",
+                                         "config.json", "metrics.jsonl", "summary.json",
+                                         "tensorboard"]
   rows = _rows(tmp_path)
   train_rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
