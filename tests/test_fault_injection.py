@@ -107,7 +107,8 @@ def _in_flight(workdir: str) -> bool:
   """A checkpoint (latest or best) is being written: orbax's temporary directory exists."""
   for sub in (run_folder.CHECKPOINT_DIR, run_folder.BEST_CHECKPOINT_DIR):
     directory = os.path.join(workdir, sub)
-    if os.path.isdir(directory) and any(".orbax-checkpoint-tmp" in n for n in os.listdir(directory)):
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    if any(".orbax-checkpoint-tmp" in name for name in names):
       return True
   return False
 
