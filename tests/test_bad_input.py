@@ -67,6 +67,12 @@ def _assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str
       "Use a new --workdir"]),
     (["--config.train.learning_rate=1e9"],
      ["holds a run with a different config", "config.train.learning_rate"]),
+    (["--config.train.grad_clip=nan"], ["config.train.grad_clip must be a finite number, got nan"]),
+    (["--config.train.learning_rate=inf"],
+     ["config.train.learning_rate must be a finite number, got inf"]),
+    (["--config.train.num_steps=5"],
+     ["already trained to step 10, past config.train.num_steps=5", "config.json is left as it is",
+      "--config.train.num_steps=10 (or more)"]),
     (["--num_processes=2"], ["--num_processes/--process_id need --coordinator_address"]),
     (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
      ["0 <= --process_id < --num_processes", "process_id=2"]),
@@ -120,6 +126,39 @@ def test_evaluate_missing_workdir(env, tmp_path):
   _assert_one_clear_error(result, f"workdir '{tmp_path}/nope' does not exist")
 
 
+def test_workdir_that_is_a_regular_file(env, tmp_path):
+  path = tmp_path / "a_file"
+  path.write_text("not a run")
+  for module, args in (("experiments.train", _TINY), ("experiments.evaluate", ())):
+    result = _run(env, module, *args, f"--workdir={path}")
+    _assert_one_clear_error(result, f"--workdir '{path}' is a regular file")
+    assert path.read_text() == "not a run"
+
+
+def test_config_too_large_for_memory_is_refused_before_anything_is_written(env, tmp_path):
+  workdir = str(tmp_path / "run")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.train", *_TINY, "--config.model.hidden_size=100000",
+       f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  _assert_one_clear_error(result, "this config needs about", "GiB is available on this host",
+                          "lower config.model.hidden_size (now 100000)")
+  assert not os.path.exists(workdir)
+
+
+def test_evaluate_a_one_device_run_on_three_devices(env, finished):
+  """batch 8 does not split over 3 devices: evaluation uses 2 of them, to the same numbers."""
+  one = _run(env, "experiments.evaluate", f"--workdir={finished}")
+  three = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate", f"--workdir={finished}"], cwd=ROOT,
+      env=dict(env, XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} "
+               "--xla_force_host_platform_device_count=3"),
+      capture_output=True, text=True, timeout=300)
+  assert one.returncode == 0 and three.returncode == 0, three.stderr[-3000:]
+  assert "Evaluating on 2 of 3 devices" in three.stderr
+  assert np.allclose(list(json.loads(three.stdout).values())[2:],
+                     list(json.loads(one.stdout).values())[2:], rtol=1e-5)
+
+
 def _copy_with_config(finished: str, tmp_path, edit) -> str:
   """A copy of the finished run whose config.json text is `edit(text)`."""
   workdir = str(tmp_path / "run")
@@ -171,6 +210,20 @@ def test_damaged_config_json(env, finished, tmp_path):
   assert file_bytes(workdir) == before  # not overwritten with the new config
   with pytest.raises(RnnlabError, match="is not a valid rnnlab config"):
     train.load_config(workdir)  # what experiments.evaluate and generate read
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("[1, 2]", "(a JSON list, not an object of sections task, model, train)"),
+    ('{"model": {"cell": "lstm"}, "seed": 0}', "(no section task, train)"),
+])
+def test_config_json_that_is_not_a_config(env, finished, tmp_path, text, fragment):
+  workdir = _copy_with_config(finished, tmp_path, lambda _: text)
+  before = file_bytes(workdir)
+  for module, args in (("experiments.train", _TINY), ("experiments.evaluate", ())):
+    result = _run(env, module, *args, f"--workdir={workdir}")
+    _assert_one_clear_error(result, f"{workdir}/config.json is not a valid rnnlab config",
+                            fragment)
+  assert file_bytes(workdir) == before
 
 
 def test_exploding_learning_rate_stops_with_the_step_and_a_remedy(env, tmp_path):

@@ -1,6 +1,7 @@
 """Fault tolerance: a run killed with SIGKILL resumes to the numbers of an uninterrupted one, a
-half-written checkpoint is never restored, and an unwritable workdir or a full disk is one clear
-error naming the path.
+half-written checkpoint is never restored, and an unwritable workdir, a full disk (at a checkpoint,
+a metrics row or a TensorBoard event) or a config too large for memory is one clear error naming
+the path or the key. tests/test_fault_injection.py kills runs at more moments.
 
 Runs are real `python -m experiments.train` processes sharing a persistent JAX compilation cache
 (every run here has the same shapes, so only the first one compiles).
@@ -8,6 +9,7 @@ Runs are real `python -m experiments.train` processes sharing a persistent JAX c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,10 +18,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
-from rnnlab.errors import CheckpointError, RnnlabError
-from rnnlab.training import checkpoint, train
+from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
+from rnnlab.training import checkpoint, memory, metrics_log, run_folder, train
 from tests.conftest import ROOT, file_bytes, tiny_config
 
 # Shapes shared by every run of this module (so they share compiled programs); the cadence varies.
@@ -188,3 +191,77 @@ def test_background_write_failure_is_recognised():
 
   with pytest.raises(ValueError, match="pytree structure mismatch"):  # not disguised as I/O
     checkpoint._writing("/w/checkpoints", 10, bug)
+
+
+def test_resume_after_deleting_the_latest_checkpoints_by_hand(tmp_path):
+  """What the "cannot be read ... Delete it" message advises; the best checkpoints of the steps
+  after the one resumed from stay behind (before: StepAlreadyExistsError at every retry)."""
+  workdir = str(tmp_path / "run")
+  config = tiny_config(num_steps=20, eval_every=5, checkpoint_every=10)
+  train.train_and_evaluate(config, workdir)
+  straight = _drop_timing(train.read_metrics(workdir))
+  best = run_folder.checkpoint_steps(workdir, best=True)
+  shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR, "20"))
+  train.train_and_evaluate(config, workdir)  # resumes from 10
+  assert _drop_timing(train.read_metrics(workdir)) == straight
+  shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
+  train.train_and_evaluate(config, workdir)  # from scratch
+  assert _drop_timing(train.read_metrics(workdir)) == straight
+  assert run_folder.checkpoint_steps(workdir, best=True) == best
+
+
+def test_rerun_with_fewer_steps_is_refused_and_config_json_kept(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(num_steps=10), workdir)
+  before = file_bytes(workdir)
+  with pytest.raises(RnnlabError, match=r"already trained to step 10, past "
+                     r"config.train.num_steps=5; a run is never shortened \(config.json is left"):
+    train.train_and_evaluate(tiny_config(num_steps=5), workdir)
+  assert file_bytes(workdir) == before
+
+
+def _enospc(*args, **kwargs):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_while_writing_metrics_names_the_file(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "run")
+  real_open = open
+
+  def full_metrics(path, *args, **kwargs):
+    f = real_open(path, *args, **kwargs)
+    if str(path).endswith(run_folder.METRICS_FILE) and "a" in (args[0] if args else ""):
+      f.write = _enospc
+    return f
+
+  monkeypatch.setattr(metrics_log, "open", full_metrics, raising=False)
+  with pytest.raises(RnnlabError) as e:
+    train.train_and_evaluate(tiny_config(), workdir)
+  assert str(e.value).startswith(f"could not write {workdir}/metrics.jsonl: No space left on "
+                                 "device. Free space")
+  assert "\n" not in str(e.value)
+
+
+def test_full_disk_while_writing_tensorboard_events_names_the_directory(tmp_path, monkeypatch):
+  from tensorboard.summary.writer import record_writer  # what the event writer's thread calls
+  workdir = str(tmp_path / "run")
+  monkeypatch.setattr(record_writer.RecordWriter, "write", _enospc)
+  with pytest.raises(RnnlabError, match=f"could not write {workdir}/tensorboard: No space left "
+                                        "on device"):
+    train.train_and_evaluate(tiny_config(), workdir)
+  # The summary and config writes go through the one atomic write, which names its path too.
+  with pytest.raises(RnnlabError, match=f"could not write {workdir}/x.json: No space left"):
+    monkeypatch.setattr(os, "replace", _enospc)
+    run_folder.atomic_write(os.path.join(workdir, "x.json"), "{}")
+
+
+def test_memory_estimate_counts_the_state_and_refuses_what_cannot_fit(tmp_path):
+  trainer = train.Trainer(tiny_config())
+  parts = memory.estimate(trainer)
+  state = trainer.init()
+  assert parts["state"] == sum(x.nbytes for x in jax.tree.leaves(state))
+  assert parts["updates"] == 2 * sum(x.nbytes for x in jax.tree.leaves(state.params))
+  memory.check(trainer)  # a tiny run fits
+  with pytest.raises(ConfigError, match=r"needs about 0.0 GiB .* but 0.0 GiB is available on "
+                                        r"this host; lower config.model.hidden_size \(now 8\)"):
+    memory.check(trainer, available=1000)

@@ -2,13 +2,15 @@
 
 import json
 import os
+import re
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError, RnnlabError
-from rnnlab.training import checkpoint, config_check, evaluation, train
+from rnnlab.training import checkpoint, config_check, defaults, evaluation, train
 from tests.conftest import run_entry, tiny_config
 
 
@@ -22,8 +24,9 @@ def _drop_timing(row):
 
 def test_run_writes_workdir(tmp_path):
   summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
-  assert sorted(os.listdir(tmp_path)) == ["best_checkpoint", "checkpoints", "config.json",
-                                         "metrics.jsonl", "summary.json", "tensorboard"]
+  assert sorted(os.listdir(tmp_path)) == [".lock", "best_checkpoint", "checkpoints",
+                                         "config.json", "metrics.jsonl", "summary.json",
+                                         "tensorboard"]
   rows = _rows(tmp_path)
   train_rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
@@ -94,6 +97,39 @@ def test_bad_config_rejected_before_compilation(key, value, message):
   config[section][name] = value
   with pytest.raises(ConfigError, match=message):
     config_check.validate(config)
+
+
+def _float_keys() -> list[str]:
+  """Every float key of the defaults (task.solved_threshold is a float placeholder, None)."""
+  config = defaults.get_config()
+  return [f"{section}.{key}" for section, values in config.items()
+          if isinstance(values, ml_collections.ConfigDict) for key in values
+          if values.get_type(key) is float]
+
+
+@pytest.mark.parametrize("key", _float_keys())
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_key_must_be_finite(key, value):
+  config = tiny_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=rf"config\.{key} must be a finite number, got"):
+    config_check.validate(config)
+
+
+def test_float_keys_out_of_range(tmp_path):
+  assert "train.grad_clip" in _float_keys() and "task.solved_threshold" in _float_keys()
+  for key, value, message in (("model.r_min", 0.9995, "r_min=0.9995 exceeds"),
+                              ("model.r_max", 1.0, "r_max must be in [0, 1)"),
+                              ("model.chrono_t_max", 1.5, "chrono_t_max must be > 2"),
+                              ("model.recurrent_scale", 0.0, "recurrent_scale must be > 0"),
+                              ("train.grad_clip", -1.0, "grad_clip must be a number >= 0")):
+    config = tiny_config()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+      train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # refused before anything is written
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):

@@ -6,6 +6,7 @@ costs seconds, not a compilation and a crash.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rnnlab import tasks
@@ -31,6 +32,23 @@ def _one_of(config: Any, key: str, allowed: list[str]) -> None:
     raise ConfigError(f"config.{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+def _finite(tree: dict[str, Any], prefix: str) -> None:
+  """Every float of the config is finite: NaN passes every comparison a range check makes, and
+  inf compiles and trains to NaN."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      _finite(value, f"{prefix}{key}.")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"config.{prefix}{key} must be a finite number, got {value!r}")
+
+
+def _number(config: Any, key: str) -> float:
+  value = _lookup(config, key)
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ConfigError(f"config.{key} must be a number, got {value!r}")
+  return value
+
+
 def _lookup(config: Any, key: str) -> Any:
   node = config
   for part in key.split("."):
@@ -54,6 +72,7 @@ def validate(config: Any) -> None:
   if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
     raise ConfigError(f"config.seed must be an integer in [0, 2**32), got {seed!r} (other "
                       "values repeat the run of a seed in that range)")
+  _finite(config.to_dict() if hasattr(config, "to_dict") else config, "")
   for key in ("train.learning_rate", "train.weight_decay", "train.grad_clip",
               "train.warmup_steps", "model.dropout_rate", "task.min_length"):
     if _has(config, key):
@@ -62,6 +81,19 @@ def validate(config: Any) -> None:
     raise ConfigError("config.train.learning_rate must be > 0")
   if not 0.0 <= _lookup(config, "model.dropout_rate") < 1.0:
     raise ConfigError("config.model.dropout_rate must be in [0, 1)")
+  # The cells' float options, whatever the cell (a value only one cell reads is still checked).
+  for key, ok, allowed in (
+      ("model.recurrent_scale", lambda v: v > 0, "> 0"),
+      ("model.chrono_t_max", lambda v: v > 2, "> 2 (it bounds U[1, t_max - 1])"),
+      ("model.r_min", lambda v: 0 <= v < 1, "in [0, 1)"),
+      ("model.r_max", lambda v: 0 <= v < 1, "in [0, 1)"),
+      ("model.max_phase", lambda v: v > 0, "> 0")):
+    if _has(config, key) and not ok(_number(config, key)):
+      raise ConfigError(f"config.{key} must be {allowed}, got {_lookup(config, key)!r}")
+  if _has(config, "model.r_min") and _has(config, "model.r_max") and (
+      _lookup(config, "model.r_min") > _lookup(config, "model.r_max")):
+    raise ConfigError(f"config.model.r_min={config.model.r_min} exceeds "
+                      f"config.model.r_max={config.model.r_max}; the LRU ring needs r_min <= r_max")
   if _lookup(config, "task.min_length") > _lookup(config, "task.length"):
     raise ConfigError(
         f"config.task.min_length={config.task.min_length} exceeds "

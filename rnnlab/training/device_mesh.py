@@ -37,8 +37,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh, key: str) -> None:
   n = mesh.devices.size
   if batch_size % n:
-    raise ConfigError(f"{key}={batch_size} is not divisible by the number of devices ({n}); "
-                      f"use a multiple of {n}")
+    fits = max(k for k in range(1, n + 1) if batch_size % k == 0)
+    raise ConfigError(
+        f"{key}={batch_size} is not divisible by the number of devices ({n}); run on {fits} "
+        f"device{'s' if fits > 1 else ''} (CPU: XLA_FLAGS=--xla_force_host_platform_device_count="
+        f"{fits}; GPU: CUDA_VISIBLE_DEVICES), or, for a new --workdir, use a multiple of {n}")
 
 
 def shard_batch(batch: dict[str, jax.Array], mesh: Mesh) -> dict[str, jax.Array]:

@@ -1,7 +1,8 @@
 """Where a run's metrics go: `metrics.jsonl` in the workdir (one JSON object per logged row), and
 the same rows as TensorBoard scalars under `workdir/tensorboard/` (see `rnnlab.training.tensorboard`).
 
-Rows are written only by process 0 of a multi-host run.
+Rows are written only by process 0 of a multi-host run. A failed write (the disk filling up) is an
+RnnlabError naming the file.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ class MetricsLog:
     workdir: the run's directory.
     enabled: False on every process but the first: nothing is written.
     tensorboard: also write TensorBoard event files (False: metrics.jsonl only).
+    restart_step: the first step of a resumed session (its event files say so to TensorBoard).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
+               restart_step: int | None = None):
     self.workdir = workdir
     self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
-    self._tensorboard = (tensorboard_events.Writer(workdir) if enabled and tensorboard
-                         else None)
+    self._tensorboard = (tensorboard_events.Writer(workdir, restart_step)
+                         if enabled and tensorboard else None)
 
   def write(self, row: dict[str, Any]) -> None:
     if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      try:
+        with open(self.path, "a") as f:
+          f.write(json.dumps(row) + "\n")
+      except OSError as e:
+        raise run_folder.write_error(self.path, e) from None
       if self._tensorboard is not None:
         self._tensorboard.write(row)
 

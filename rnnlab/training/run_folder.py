@@ -1,17 +1,40 @@
-"""The run folder: its file names and the one atomic write every writer of rnnlab uses.
+"""The run folder: its one owner. File names, the atomic write, config.json, the lock, and what a
+resumed run starts from.
 
 A run's workdir holds:
-    config.json      the resolved config (written once, compared on every resume)
+    config.json      the resolved config (written at start, compared on every resume)
     metrics.jsonl    one JSON object per logged step
     summary.json     final evaluation metrics, steps_to_solve, wall time
     checkpoints/     the latest `train.keep_checkpoints` states (orbax)
     best_checkpoint/ the best state by the task's headline metric (orbax)
     tensorboard/     the metrics as TensorBoard scalars
+    .lock            held (flock) by the process training the run; .lock.owner names it
+
+Resume. A run can be killed at any moment, so a workdir can hold any mix of: a latest checkpoint
+at step S (or none), metric rows, TensorBoard events and best checkpoints of steps after S (logged
+and saved after S, before the kill), a half-written checkpoint under orbax's temporary name, and
+temporary files of `atomic_write`. `open_run` rewinds all of it to S -- rows, events and best
+checkpoints of later steps are dropped -- so that the resumed run, which replays the steps after S
+exactly (per-step keys), writes every one of them once, as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
+import shutil
+import socket
+import time
+from typing import Any, Iterator
+
+import filelock
+import ml_collections
+from absl import logging
+
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.training import defaults
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -19,6 +42,17 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT_DIR = "best_checkpoint"
 TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".lock"
+LOCK_OWNER_FILE = ".lock.owner"
+
+# Keys that may change between a run and its resumption (how long and how it is logged).
+RESUMABLE_KEYS = {"num_steps", "log_every", "eval_every", "checkpoint_every",
+                  "keep_checkpoints", "stop_when_solved", "on_nonfinite", "seed_map"}
+# A config.json without these sections was not written by rnnlab (or was edited into another file).
+_SECTIONS = ("task", "model", "train")
+# orbax deletes directories with this marker in their name when it opens a checkpoint directory,
+# so a best checkpoint being removed by a rewind that is killed half-way is never listed as a step.
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
@@ -26,14 +60,244 @@ def atomic_write(path: str, data: str | bytes) -> None:
   file or the whole new one, never a part.
 
   The temporary file is this process's own (`path.tmp.PID`), so processes writing the same file at
-  once (sweep shards on a shared file system) never collide; the last `os.replace` wins.
+  once (sweep shards on a shared file system) never collide; the last `os.replace` wins. A failed
+  write (disk full, permissions) is an RnnlabError naming the path; the old file is untouched.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp.{os.getpid()}"
   try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
       f.write(data)
     os.replace(tmp, path)
+  except OSError as e:
+    raise write_error(path, e) from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_error(path: str, error: OSError) -> RnnlabError:
+  """The one-line error for a failed write of `path` (the disk filling up, most often)."""
+  reason = error.strerror or str(error)
+  return RnnlabError(f"could not write {path}: {reason}. Free space (or fix permissions) there and "
+                     "run the same command again: it resumes from the latest checkpoint.")
+
+
+# ----------------------------------------------------------------------------- config.json
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` if needed and checks that this process can write into it."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RnnlabError(f"--workdir {workdir!r} is a regular file, not a directory; give the path "
+                      "of a directory (it is created if missing)")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    # One probe per process: the processes of a multi-host run may share this directory.
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise RnnlabError(f"cannot write to workdir {workdir!r}: {e.strerror}. "
+                      "Choose a writable --workdir.") from None
+
+
+def read_config_json(path: str) -> dict[str, Any]:
+  """A saved config.json, or an error naming it if it is not a config (edited by hand, damaged)."""
+  fix = "restore it from a copy of the run, or start a new --workdir"
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RnnlabError(f"{path} is not a valid rnnlab config ({e}); {fix}") from None
+  if not isinstance(saved, dict):
+    raise RnnlabError(f"{path} is not a valid rnnlab config (a JSON {type(saved).__name__}, not an "
+                      f"object of sections {', '.join(_SECTIONS)}); {fix}")
+  missing = [s for s in _SECTIONS if not isinstance(saved.get(s), dict)]
+  if missing:
+    raise RnnlabError(f"{path} is not a valid rnnlab config (no section {', '.join(missing)}); "
+                      f"{fix}")
+  return saved
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config saved by a run in `workdir`."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise RnnlabError(f"{path} does not exist: {workdir!r} holds no rnnlab run "
+                      "(train one with experiments.train first)")
+  # A key added to rnnlab after the run was made counts as its default (the run used that
+  # default's behaviour), so an old run evaluates and resumes with today's code.
+  return ml_collections.ConfigDict(with_base_defaults(read_config_json(path)))
+
+
+def with_base_defaults(config_dict: dict[str, Any]) -> dict[str, Any]:
+  """`config_dict` with every key of rnnlab.training.defaults it lacks filled in with its default.
+
+  A run saved before a key existed (e.g. model.residual) ran with that key's default behaviour,
+  so it still matches a config that leaves the key at its default.
+  """
+  out = json.loads(json.dumps(config_dict))
+  for section, section_defaults in defaults.get_config().to_dict().items():
+    if isinstance(section_defaults, dict) and isinstance(out.get(section), dict):
+      for key, value in section_defaults.items():
+        out[section].setdefault(key, value)
+  return out
+
+
+def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+  out = with_base_defaults(config_dict)
+  for key in RESUMABLE_KEYS:
+    out.get("train", {}).pop(key, None)
+  return out
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+  """The first key whose value differs, as `config.KEY: saved A, now B` ("" if none)."""
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      d = _diff(va, vb, f"{prefix}{key}.")
+      if d:
+        return d
+    elif va != vb:
+      return f"config.{prefix}{key}: saved {va!r}, now {vb!r}"
+  return ""
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The saved config of `workdir` (None for a new run); refuses one of a different experiment."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  saved = read_config_json(path)
+  diff = _diff(_comparable(saved), _comparable(config.to_dict()))
+  if diff:
+    raise ConfigError(
+        f"{workdir!r} holds a run with a different config ({diff}); resuming it with this "
+        "config would mix two experiments. Use a new --workdir, or the saved config.")
+  return saved
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
+  """Creates the workdir, checks it is writable and holds no run of a different config, and (with
+  `write`) saves `config` as its config.json."""
+  check_workdir(workdir)
+  check_same_run(config, workdir)
+  if write:
+    atomic_write(os.path.join(workdir, CONFIG_FILE),
+                 json.dumps(config.to_dict(), indent=2, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_steps(workdir: str, best: bool = False) -> list[int]:
+  """The complete checkpoints' steps, ascending: orbax names a finished save `<step>` and one in
+  progress (or killed) `<step>.orbax-checkpoint-tmp*`."""
+  directory = os.path.join(workdir, BEST_CHECKPOINT_DIR if best else CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def resume_step(workdir: str) -> int | None:
+  """The step a run in `workdir` resumes from: its latest complete checkpoint (None: from scratch).
+
+  Only checkpoints/ counts: the best checkpoint may be of a step whose metric rows were never
+  logged (killed before the next latest checkpoint), and it is rewound with them.
+  """
+  steps = checkpoint_steps(workdir)
+  return steps[-1] if steps else None
+
+
+def _check_not_shorter(config: ml_collections.ConfigDict, workdir: str, start: int | None) -> None:
+  if start is not None and start > config.train.num_steps:
+    raise ConfigError(
+        f"{workdir!r} holds a run already trained to step {start}, past "
+        f"config.train.num_steps={config.train.num_steps}; a run is never shortened (config.json "
+        f"is left as it is). Pass --config.train.num_steps={start} (or more) to evaluate or "
+        "continue it, or use a new --workdir for a shorter run.")
+
+
+def _rewind(workdir: str, step: int) -> None:
+  """Drops what a killed session left after `step`: metric rows, TensorBoard events, best
+  checkpoints, and temporary files of writes cut short."""
+  from rnnlab.training import metrics_log  # local: metrics_log imports this module's names
+  metrics_log.truncate(workdir, step)
+  best_dir = os.path.join(workdir, BEST_CHECKPOINT_DIR)
+  for stale in checkpoint_steps(workdir, best=True):
+    if stale > step:
+      # Renamed first: a rewind killed inside rmtree leaves an orbax temporary directory, which
+      # the next run's checkpoint manager deletes, never a damaged step.
+      doomed = os.path.join(best_dir, f"{stale}{_ORBAX_TMP}-rewound")
+      os.replace(os.path.join(best_dir, str(stale)), doomed)
+      shutil.rmtree(doomed)
+      logging.info("Removed the best checkpoint of step %d (after the resumed step %d): the "
+                   "resumed run evaluates that step again.", stale, step)
+  for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, LOCK_OWNER_FILE):
+    for leftover in glob.glob(os.path.join(glob.escape(workdir), f"{name}.tmp.*")):
+      os.remove(leftover)  # the run's lock is held: no writer of this run is alive
+
+
+# ----------------------------------------------------------------------------- the lock
+
+@contextlib.contextmanager
+def _lock(workdir: str) -> Iterator[None]:
+  """Holds the run's lock for the block, or refuses naming the process that holds it.
+
+  flock: the OS releases it when the holder dies (even by SIGKILL), so a killed run never blocks
+  its resumption. The owner file is only for the message.
+  """
+  lock = filelock.FileLock(os.path.join(workdir, LOCK_FILE), timeout=0)
+  owner_path = os.path.join(workdir, LOCK_OWNER_FILE)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    raise RnnlabError(f"{workdir!r} is in use: {_owner(owner_path)} is training it; wait for it "
+                      "to finish (or stop it), or use another --workdir") from None
+  try:
+    atomic_write(owner_path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                         "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(owner_path)  # a finished run leaves its folder as it found it, but for .lock
+    lock.release()
+
+
+def _owner(path: str) -> str:
+  try:
+    with open(path) as f:
+      owner = json.load(f)
+    return f"process {owner['pid']} on {owner['host']} (since {owner['since']})"
+  except (OSError, ValueError, KeyError, TypeError):
+    return "another process (it has not written its name yet)"
+
+
+@contextlib.contextmanager
+def open_run(config: ml_collections.ConfigDict, workdir: str, is_main: bool = True
+             ) -> Iterator[int | None]:
+  """The run in `workdir`, opened for training by this process: yields the step to resume from.
+
+  Checks (writing nothing if one fails): the workdir is a writable directory, holds no run of
+  another config and none trained past `config.train.num_steps`, and no other process trains it.
+  Then, on process 0 only (the processes of a multi-host run share the workdir and the lock is the
+  run's, not a process's): holds the lock for the block, saves config.json, and rewinds the folder
+  to the resumed step (see the module docstring).
+  """
+  check_workdir(workdir)
+  saved = check_same_run(config, workdir)
+  start = resume_step(workdir)
+  _check_not_shorter(config, workdir, start)
+  if not is_main:
+    yield start
+    return
+  with _lock(workdir):
+    new = config.to_dict()
+    if saved is not None:
+      changed = _diff(with_base_defaults(saved)["train"], new["train"], "train.")
+      if changed:
+        logging.info("Resuming with a changed %s (config.json updated).", changed)
+    atomic_write(os.path.join(workdir, CONFIG_FILE), json.dumps(new, indent=2, sort_keys=True))
+    _rewind(workdir, start or 0)
+    yield start

@@ -29,9 +29,11 @@ reader that was already running and had loaded the stale steps purges them on se
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import os
+import threading
 import time
 from typing import Any, Iterator
 
@@ -107,6 +109,7 @@ class Writer:
 
   def _writer(self, run: str) -> Any:
     if run not in self._writers:
+      _quiet_writer_threads()
       from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
       from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
       writer = event_file_writer.EventFileWriter(os.path.join(logdir(self.workdir), run))
@@ -131,15 +134,47 @@ class Writer:
     now = time.time()
     for run, scalars in row_scalars(row).items():
       values = [summary_pb2.Summary.Value(tag=tag, simple_value=x) for tag, x in scalars.items()]
-      writer = self._writer(run)
-      writer.add_event(event_pb2.Event(wall_time=now, step=int(row["step"]),
-                                       summary=summary_pb2.Summary(value=values)))
-      writer.flush()
+      with self._failing(run):
+        writer = self._writer(run)
+        writer.add_event(event_pb2.Event(wall_time=now, step=int(row["step"]),
+                                         summary=summary_pb2.Summary(value=values)))
+        # The writer's thread writes; its error (e.g. a full disk) surfaces here, at the flush.
+        writer.flush()
 
   def close(self) -> None:
-    for writer in self._writers.values():
-      writer.close()
-    self._writers = {}
+    writers, self._writers = self._writers, {}
+    for run, writer in writers.items():
+      with self._failing(run):
+        writer.close()
+
+  @contextlib.contextmanager
+  def _failing(self, run: str) -> Iterator[None]:
+    """Turns a failed write of `run`'s event file into an error naming its directory. After one,
+    the writers are dropped unclosed: closing flushes again and would raise the same error over
+    the first one (e.g. in the training loop's `finally`)."""
+    try:
+      yield
+    except OSError as e:
+      self._writers = {}
+      path = os.path.join(logdir(self.workdir), run) if run else logdir(self.workdir)
+      raise run_folder.write_error(path, e) from None
+
+
+def _quiet_writer_threads() -> None:
+  """Keeps the traceback of an event writer's thread that failed to write (a full disk) off
+  stderr: the failure is re-raised in the training loop at the next flush, where `Writer` reports
+  it in one line naming the directory. Other threads' errors are printed as usual."""
+  previous = threading.excepthook
+  if getattr(previous, "rnnlab_tensorboard", False):
+    return
+
+  def hook(args: Any) -> None:
+    if not (issubclass(args.exc_type, OSError)
+            and type(args.thread).__name__ == "_AsyncWriterThread"):
+      previous(args)
+
+  hook.rnnlab_tensorboard = True
+  threading.excepthook = hook
 
 
 def truncate(workdir: str, step: int) -> None:

@@ -9,8 +9,8 @@ fold_in(root, 0), training batches from fold_in(fold_in(root, 1), step) -- so a 
 batches an uninterrupted one would -- and evaluation from fold_in(root, 2), a key stream training
 never touches (the same fixed evaluation batches at every evaluation).
 
-Workdir: config.json, metrics.jsonl (one JSON object per logged step), checkpoints/ (latest K),
-best_checkpoint/ (best by eval metric), summary.json (final eval metrics, steps_to_solve, time).
+Workdir: rnnlab.training.run_folder owns it (its files, the lock, config.json and what a resumed
+run starts from); this module only runs the loop inside `run_folder.open_run`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -31,7 +33,7 @@ from absl import logging
 
 from rnnlab import models, tasks
 from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
-from rnnlab.training import checkpoint, config_check, defaults, device_mesh, metrics_log, run_folder
+from rnnlab.training import checkpoint, config_check, device_mesh, memory, metrics_log, run_folder
 
 Array = jax.Array
 
@@ -210,93 +212,13 @@ def _mark_solved(state: TrainState, solved: Array) -> TrainState:
 
 # ----------------------------------------------------------------------------- workdir files
 
+# The run folder's names and readers, kept here for the callers that import them from train.
 CONFIG_FILE = run_folder.CONFIG_FILE
 METRICS_FILE = run_folder.METRICS_FILE
 SUMMARY_FILE = run_folder.SUMMARY_FILE
-
-# Keys that may change between a run and its resumption (how long and how it is logged).
-_RESUMABLE_KEYS = {"num_steps", "log_every", "eval_every", "checkpoint_every",
-                   "keep_checkpoints", "stop_when_solved", "on_nonfinite", "seed_map"}
-
-
-def with_base_defaults(config_dict: dict[str, Any]) -> dict[str, Any]:
-  """`config_dict` with every key of rnnlab.training.defaults it lacks filled in with its default.
-
-  A run saved before a key existed (e.g. model.residual) ran with that key's default behaviour,
-  so it still matches a config that leaves the key at its default.
-  """
-  out = json.loads(json.dumps(config_dict))
-  for section, section_defaults in defaults.get_config().to_dict().items():
-    if isinstance(section_defaults, dict) and isinstance(out.get(section), dict):
-      for key, value in section_defaults.items():
-        out[section].setdefault(key, value)
-  return out
-
-
-def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
-  out = with_base_defaults(config_dict)
-  for key in _RESUMABLE_KEYS:
-    out.get("train", {}).pop(key, None)
-  return out
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config saved by a run in `workdir`."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise RnnlabError(f"{path} does not exist: {workdir!r} holds no rnnlab run "
-                      "(train one with experiments.train first)")
-  # A key added to rnnlab after the run was made counts as its default (the run used that
-  # default's behaviour), so an old run evaluates and resumes with today's code.
-  return ml_collections.ConfigDict(with_base_defaults(_read_config_json(path)))
-
-
-def _read_config_json(path: str) -> dict[str, Any]:
-  """A saved config.json, or an error naming it if it is not JSON (edited by hand, damaged)."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise RnnlabError(f"{path} is not a valid rnnlab config ({e}); restore it from a copy of the "
-                      "run, or start a new --workdir") from None
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
-  """Creates the workdir, checks it is writable and holds no run of a different config."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # One probe per process: the processes of a multi-host run may share this directory.
-    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise RnnlabError(f"cannot write to workdir {workdir!r}: {e.strerror}. "
-                      "Choose a writable --workdir.") from None
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
-    saved = _read_config_json(path)
-    if _comparable(saved) != _comparable(config.to_dict()):
-      diff = _diff(_comparable(saved), _comparable(config.to_dict()))
-      raise ConfigError(
-          f"{workdir!r} holds a run with a different config ({diff}); resuming it with this "
-          "config would mix two experiments. Use a new --workdir, or the saved config.")
-  if write:
-    run_folder.atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> str:
-  for key in sorted(set(a) | set(b)):
-    va, vb = a.get(key), b.get(key)
-    if isinstance(va, dict) and isinstance(vb, dict):
-      d = _diff(va, vb, f"{prefix}{key}.")
-      if d:
-        return d
-    elif va != vb:
-      return f"config.{prefix}{key}: saved {va!r}, now {vb!r}"
-  return ""
-
-
+with_base_defaults = run_folder.with_base_defaults
+load_config = run_folder.load_config
+prepare_workdir = run_folder.prepare_workdir
 read_metrics = metrics_log.read
 
 
@@ -321,77 +243,116 @@ def _mean(value: Any) -> float:
 
 # ----------------------------------------------------------------------------- the loop
 
+class Interrupted(RnnlabError):
+  """Ctrl-C (SIGINT) stopped the run at a step boundary, after saving a checkpoint of that step."""
+
+  exit_code = 130  # the shell's code for a process ended by SIGINT
+
+  def __init__(self, step: int):
+    super().__init__(f"interrupted at step {step}; run the same command to resume")
+    self.step = step
+
+
+class _StopOnSigint:
+  """While active (in the main thread), the first Ctrl-C only sets `requested`: the loop stops at
+  the next step boundary, with everything of the steps before it written. A second one aborts."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous: Any = None
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    logging.warning("Ctrl-C: stopping after this step (press it again to abort at once).")
+
+  def __enter__(self) -> _StopOnSigint:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming from its latest checkpoint), returns the summary."""
   trainer = Trainer(config)
+  memory.check(trainer)
   is_main = jax.process_index() == 0
-  prepare_workdir(config, workdir, write=is_main)
   task, t = trainer.task, config.train
-  ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
-                                 best_mode="max" if task.higher_is_better else "min")
-  log = metrics_log.MetricsLog(workdir, enabled=is_main)
   if t.num_seeds > 1:
     logging.info("%d seeds in one program, mapped by %s (train.seed_map=%s on %s).",
                  t.num_seeds, "jax.lax.map" if trainer.seed_map == "map" else "jax.vmap",
                  t.seed_map, jax.default_backend())
-  try:
-    state = trainer.init()
-    start = ckpt.latest_step()
-    # Rows logged after the restored step (or by a run killed before its first checkpoint) are
-    # dropped from metrics.jsonl and TensorBoard; a no-op except on process 0.
-    log.truncate(start or 0)
-    if start is not None:
-      state = ckpt.restore(state, start)
-      logging.info("Resumed from the checkpoint at step %d in %s.", start, ckpt.directory)
-    step = int(np.asarray(state.step).reshape(-1)[0])
-    solved_all = bool(np.all(np.asarray(state.steps_to_solve) >= 0))
-    wall_start = time.time()
-    last_log_time, last_log_step = time.time(), step
-    last_eval: dict[str, Any] = {}
-    while step < t.num_steps and not (t.stop_when_solved and solved_all):
-      state, metrics = trainer.train_step(state)
-      step += 1
-      last = step == t.num_steps
-      if step % t.log_every == 0 or last:
-        values = _to_python(metrics)
-        _check_finite(state, ckpt, t.on_nonfinite)
-        now = time.time()
-        row = {"step": step, **{k: _mean(v) for k, v in values.items()},
-               "learning_rate": learning_rate_at(config, step - 1),
-               "steps_per_sec": (step - last_log_step) / max(now - last_log_time, 1e-9)}
-        if t.num_seeds > 1:
-          row["per_seed"] = values
-        last_log_time, last_log_step = now, step
-        log.write(row)
-        logging.info("step %d/%d  loss %.4f  %s %.4f  grad_norm %.3g  %.1f steps/s  ETA %s",
-                     step, t.num_steps, row["loss"], task.metric, row[task.metric],
-                     row["grad_norm"], row["steps_per_sec"],
-                     _eta(t.num_steps - step, row["steps_per_sec"]))
-      if step % t.eval_every == 0 or last:
-        last_eval, state, solved_all = _evaluate(trainer, state, step, log)
-        ckpt.save_best(step, state, last_eval[f"eval_{task.metric}"])
-      if step % t.checkpoint_every == 0 or last or (t.stop_when_solved and solved_all):
-        _check_finite(state, ckpt, t.on_nonfinite)
-        ckpt.save(step, state)
-    if not last_eval:  # resumed a finished run: nothing trained, evaluate it for the summary
-      last_eval, state, solved_all = _evaluate(trainer, state, step, None)
-    ckpt.wait()
-  finally:
-    ckpt.close()
-    log.close()
+  with run_folder.open_run(config, workdir, is_main) as start, _StopOnSigint() as sigint:
+    ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
+                                   best_mode="max" if task.higher_is_better else "min")
+    log = metrics_log.MetricsLog(workdir, enabled=is_main, restart_step=(start or 0) + 1)
+    try:
+      state = trainer.init()
+      if start is not None:
+        state = ckpt.restore(state, start)
+        logging.info("Resumed from the checkpoint at step %d in %s.", start, ckpt.directory)
+      step = int(np.asarray(state.step).reshape(-1)[0])
+      saved_step = start
+      solved_all = bool(np.all(np.asarray(state.steps_to_solve) >= 0))
+      wall_start = time.time()
+      last_log_time, last_log_step = time.time(), step
+      last_eval: dict[str, Any] = {}
+      while step < t.num_steps and not (t.stop_when_solved and solved_all):
+        if sigint.requested:
+          if step != (saved_step or 0):
+            _check_finite(state, ckpt, t.on_nonfinite)
+            ckpt.save(step, state)
+          ckpt.wait()
+          raise Interrupted(step)
+        state, metrics = trainer.train_step(state)
+        step += 1
+        last = step == t.num_steps
+        if step % t.log_every == 0 or last:
+          values = _to_python(metrics)
+          _check_finite(state, ckpt, t.on_nonfinite)
+          now = time.time()
+          row = {"step": step, **{k: _mean(v) for k, v in values.items()},
+                 "learning_rate": learning_rate_at(config, step - 1),
+                 "steps_per_sec": (step - last_log_step) / max(now - last_log_time, 1e-9)}
+          if t.num_seeds > 1:
+            row["per_seed"] = values
+          last_log_time, last_log_step = now, step
+          log.write(row)
+          logging.info("step %d/%d  loss %.4f  %s %.4f  grad_norm %.3g  %.1f steps/s  ETA %s",
+                       step, t.num_steps, row["loss"], task.metric, row[task.metric],
+                       row["grad_norm"], row["steps_per_sec"],
+                       _eta(t.num_steps - step, row["steps_per_sec"]))
+        if step % t.eval_every == 0 or last:
+          last_eval, state, solved_all = _evaluate(trainer, state, step, log)
+          ckpt.save_best(step, state, last_eval[f"eval_{task.metric}"])
+        if step % t.checkpoint_every == 0 or last or (t.stop_when_solved and solved_all):
+          _check_finite(state, ckpt, t.on_nonfinite)
+          ckpt.save(step, state)
+          saved_step = step
+      if not last_eval:  # resumed a finished run: nothing trained, evaluate it for the summary
+        last_eval, state, solved_all = _evaluate(trainer, state, step, None)
+      ckpt.wait()
+    finally:
+      ckpt.close()
+      log.close()
 
-  summary = {
-      "task": task.name, "cell": config.model.cell, "bidirectional": config.model.bidirectional,
-      "length": config.task.length, "steps": step, "metric": task.metric,
-      "final": {k: v for k, v in last_eval.items() if k != "step"},
-      "baseline": task.baseline, "baseline_of": task.baseline_of,
-      "steps_to_solve": _to_python(state.steps_to_solve),
-      "solved": solved_all,
-      "skipped_updates": _to_python(state.skipped_updates),
-      "wall_time_sec": _previous_wall_time(workdir) + (time.time() - wall_start),
-  }
-  if is_main:
-    run_folder.atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2))
+    summary = {
+        "task": task.name, "cell": config.model.cell, "bidirectional": config.model.bidirectional,
+        "length": config.task.length, "steps": step, "metric": task.metric,
+        "final": {k: v for k, v in last_eval.items() if k != "step"},
+        "baseline": task.baseline, "baseline_of": task.baseline_of,
+        "steps_to_solve": _to_python(state.steps_to_solve),
+        "solved": solved_all,
+        "skipped_updates": _to_python(state.skipped_updates),
+        "wall_time_sec": _previous_wall_time(workdir) + (time.time() - wall_start),
+    }
+    if is_main:
+      run_folder.atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2))
   return summary
 
 
