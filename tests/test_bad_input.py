@@ -73,7 +73,7 @@ def _assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str
     (["--config.train.num_steps=5"],
      ["already trained to step 10, past config.train.num_steps=5", "config.json is left as it is",
       "--config.train.num_steps=10 (or more)"]),
-    (["--num_processes=2"], ["--num_processes/--process_id need --coordinator_address"]),
+    (["--num_processes=2"], ["--num_processes and --process_id need --coordinator_address"]),
     (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
      ["0 <= --process_id < --num_processes", "process_id=2"]),
     (["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],

@@ -166,7 +166,7 @@ def test_torch_files_that_are_not_state_dicts(env, tmp_path):
   (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
   (tmp_path / "notes.pt").write_text("these are my notes, not weights\n")
   cases = {"module.pt": ["holds pickled Python objects, not only tensors",
-                         "torch.save(model.state_dict(), path)"],
+                         "torch.save(model.state_dict(), 'model.pt')"],
            "truncated.pt": ["truncated, damaged or not written by torch.save",
                             "copy it again"],
            "notes.pt": ["truncated, damaged or not written by torch.save"]}

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, committed_results_status, entry_env, run_entry
 
 
@@ -36,6 +38,7 @@ def _row(report: str, prefix: str) -> list[str]:
   return [c.strip() for c in line.strip("|").split("|")]
 
 
+@pytest.mark.slow
 def test_quick_parallel_suite_replaces_only_its_section(tmp_path):
   out = tmp_path / "benchmark.md"
   out.write_text("# earlier report\n\nclassic table\n")

@@ -109,11 +109,14 @@ def test_batch_is_sharded_on_its_batch_axis(four_devices):
   for name, info in sharding.items():
     assert info["mesh"] == {"data": 4}, name
     assert info["spec"].count("data") == 1, (name, info["spec"])
-  # The specs are of the arrays vmap builds: [seeds, batch, ...] for arrays drawn from the seed's
-  # key (inputs, targets), so `data` must be on axis 1 and the seeds axis unsplit; an array that
-  # is the same for every seed (the copy task's fixed lengths) keeps [batch, ...], axis 0.
+  # The copy task's inputs and targets are [batch, time] per seed: traced as [seeds, batch, time]
+  # under vmap (data on axis 1, the seeds axis unsplit) and [batch, time] inside lax.map (the CPU
+  # default: axis 0), so `data` is on the axis before time either way; an array that is the same
+  # for every seed (the copy task's fixed lengths) keeps [batch, ...], axis 0.
   for name in ("inputs", "targets"):
-    assert sharding[name]["spec"][:2] == [None, "data"], (name, sharding[name])
+    info = sharding[name]
+    assert info["spec"].index("data") == info["traced_ndim"] - 2, (name, info)
+    assert all(axis is None for axis in info["spec"][:info["traced_ndim"] - 2]), (name, info)
   assert sharding["lengths"]["spec"] == ["data"]
   assert four_devices["state_replicated"]
 

@@ -9,7 +9,9 @@ from rnnlab.training import train
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True), ("vanilla", False)])
+@pytest.mark.parametrize("cell,bidirectional", [
+    ("lstm", False), pytest.param("gru", True, marks=pytest.mark.slow),
+    pytest.param("vanilla", False, marks=pytest.mark.slow)])
 def test_map_gives_the_numbers_of_vmap(cell, bidirectional):
   results = {}
   for seed_map in ("vmap", "map"):

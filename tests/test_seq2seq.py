@@ -196,6 +196,7 @@ def test_train_then_restore_and_evaluate(tmp_path):
   assert tasks.get(config.task).target_time == 11
 
 
+@pytest.mark.slow
 def test_study_reports_into_its_workdir_root(tmp_path):
   """The study's table, CSV and plots go to workdir_root unless results_dir is named, and its
   numbers are the evaluated ones; experiments/results is left as it was."""

@@ -268,7 +268,7 @@ def write_next_char_chart(result: Generation, path: str, top_k: int = 10) -> Non
   try:
     next_char_chart.next_char_bar(result.next_char_probs, result.vocab, result.prompt, path,
                                   top_k=top_k)
-  except (OSError, ValueError) as e:
-    reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+  except (OSError, ValueError, RnnlabError) as e:  # RnnlabError: the atomic write's, naming the file
+    reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0].split(": ")[-1]
     raise RnnlabError(f"cannot write the next-character chart to {path!r} ({reason}); give a "
                       "path in a writable folder ending in .png (or .pdf, .svg)") from None

@@ -66,7 +66,7 @@ def dropout_between_layers(rate: float, key: Array | None, batched: bool
 
   def drop(k: int, ys: Array) -> Array:
     if key is None:
-      raise ValueError("dropout_rate > 0 needs dropout keys")
+      raise ValueError(f"dropout_rate > 0 needs {'dropout_keys' if batched else 'a dropout_key'}")
     return (batched_dropout if batched else dropout)(key, k, rate, ys)
   return drop
 

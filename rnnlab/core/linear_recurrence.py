@@ -22,37 +22,10 @@ exactly zero. `reverse=True` runs from step length - 1 down to 0 (the padding at
 first, as identities, so the initial state meets the last REAL step first) and returns the states in
 the original time order.
 
-Timings behind "auto" (2026-11-25; machine: 2 CPU cores, shared with other jobs; jax 0.10.2 CPU
-backend; float32, hidden 128, batch 64 by vmap, real a and b; fwd+bwd = one jitted `jax.grad` of the
-sum of the states wrt a and b; milliseconds, sequential / associative). Reproduce with
-`python -c "from rnnlab.core.linear_recurrence import benchmark; print(benchmark())"`.
-
-  A. Final code (associative gradient by the custom VJP), two runs while the load average was 8 to
-     12 (other jobs on the 2 cores), minimum of 7 alternated calls:
-
-    T       run 1             run 2
-    100      3.2 /    6.9      3.1 /    6.3
-    256     15.2 /   82.1     17.1 /  124.3
-    1024   330.1 /  854.4    214.7 /  553.0
-    4096  1440.7 / 3719.8   1046.5 / 2444.0
-
-  B. Earlier code (associative gradient by autodiff through `associative_scan`; the custom VJP was
-     12% faster than it at T=1024 in an alternated comparison), four runs at load average 1.5 to
-     3.7, median of 5 calls (run 2: of 7):
-
-    T       run 1           run 2           run 3           run 4
-    100     22.3 / 11.2      3.0 /   8.2     4.5 /   10.5     4.3 /   6.3
-    256        -              9.0 /  20.8       -               -
-    512        -             36.5 /  81.3       -               -
-    1024   106.2 / 121.1    85.4 / 207.8   142.9 /  288.4    63.2 / 121.4
-    4096   423.2 / 563.2   412.6 / 1044.2  660.0 / 1010.7   277.8 / 907.3
-
-The absolute numbers move with the other jobs' load; the order does not. The sequential scan wins at
-every measured length in every run but one pair (B, run 1, T=100, the first measurement, while the
-load was rising): with two cores there is no parallel hardware for the associative scan's log T
-levels to use, and it does about twice the work. So "auto" is "sequential" on CPU at every length.
-GPU/TPU were not measured (no accelerator on this machine); there "auto" uses the associative scan,
-the usual choice on parallel hardware, and that default is unmeasured.
+"auto" is "sequential" on CPU (with two cores there is no parallel hardware for the associative
+scan's log T levels to use, and it does about twice the work) and "associative" on accelerators;
+the timings behind that choice are in experiments/results/benchmark.md ("Notes: the linear
+recurrence's scan methods").
 """
 
 from __future__ import annotations
@@ -230,9 +203,8 @@ def batched_sequential_states(a: Array, b: Array, h0: Array, reverse: bool) -> A
   Each step reads a_t, b_t and writes h_t in place in the batch-major arrays (no [B, T] <-> [T, B]
   transposes), and the backward pass is written by hand: the adjoint recurrence run the other
   way, lambda_t = g_t + a_next lambda_next, then dL/da_t = lambda_t h_prev, dL/db_t = lambda_t and
-  dL/dh0 = a_first lambda_first, all but the recurrence outside the loop. Measured (2 cores,
-  load ~2, T=1024, batch 64, hidden 128, fwd+bwd): 42.5 ms against 70.7 ms for autodiff of the
-  vmapped per-sequence `lax.scan` and 70.6 ms for a time-major batched one.
+  dL/dh0 = a_first lambda_first, all but the recurrence outside the loop (faster than autodiff
+  of the vmapped per-sequence scan on XLA:CPU; experiments/results/benchmark.md has the timing).
   """
   return _sequential_forward(a, b, h0, reverse)
 

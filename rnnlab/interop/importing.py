@@ -124,7 +124,7 @@ def _load_torch_file(path: str) -> dict[str, Any]:
     # relayed. The file holds Python objects besides tensors (a whole nn.Module, an optimizer...).
     raise RnnlabError(f"{path!r} holds pickled Python objects, not only tensors (a whole "
                       "nn.Module saved with torch.save(model)?); only a state_dict is read: "
-                      "save one with torch.save(model.state_dict(), path)") from None
+                      "save one with torch.save(model.state_dict(), 'model.pt')") from None
   except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds here
     raise RnnlabError(_unreadable_torch_file(path, e)) from None
   if isinstance(obj, Mapping):
@@ -134,7 +134,7 @@ def _load_torch_file(path: str) -> dict[str, Any]:
         break
   if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
     raise RnnlabError(f"{path!r} does not hold a state_dict (a dict of tensors); save one with "
-                      "torch.save(model.state_dict(), path)")
+                      "torch.save(model.state_dict(), 'model.pt')")
   return {k: v.detach().cpu().numpy() for k, v in obj.items()}
 
 
@@ -144,7 +144,7 @@ def _unreadable_torch_file(path: str, error: Exception) -> str:
   reason = f"{type(error).__name__}: {reason[0][:200]}" if reason else type(error).__name__
   return (f"cannot read {path!r} as a torch file: it is truncated, damaged or not written by "
           f"torch.save ({reason}); copy it again, or save it with "
-          "torch.save(model.state_dict(), path)")
+          "torch.save(model.state_dict(), 'model.pt')")
 
 
 def load_torch(path: str, config: ml_collections.ConfigDict,

@@ -25,10 +25,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rnnlab.errors import CheckpointError
-from rnnlab.training import run_folder
+from rnnlab.training import run_files
 
-CHECKPOINT_DIR = run_folder.CHECKPOINT_DIR
-BEST_DIR = run_folder.BEST_CHECKPOINT_DIR
+CHECKPOINT_DIR = run_files.CHECKPOINT_DIR
+BEST_DIR = run_files.BEST_CHECKPOINT_DIR
 
 
 def _abstract(tree: Any) -> Any:

@@ -25,7 +25,7 @@ def initialize(coordinator_address: str | None, num_processes: int | None,
   address, n, pid = coordinator_address, num_processes, process_id
   if address is None:
     if n not in (None, 1) or pid not in (None, 0):
-      raise ConfigError("num_processes/process_id need coordinator_address (host:port of "
+      raise ConfigError("num_processes and process_id need coordinator_address (host:port of "
                         "process 0); leave all three out for a single-process run")
     return
   host, _, port = address.rpartition(":")

@@ -11,10 +11,10 @@ import json
 import os
 from typing import Any
 
-from rnnlab.training import run_folder
+from rnnlab.training import run_files
 from rnnlab.training import tensorboard as tensorboard_events
 
-METRICS_FILE = run_folder.METRICS_FILE
+METRICS_FILE = run_files.METRICS_FILE
 
 
 class MetricsLog:
@@ -41,7 +41,7 @@ class MetricsLog:
         with open(self.path, "a") as f:
           f.write(json.dumps(row) + "\n")
       except OSError as e:
-        raise run_folder.write_error(self.path, e) from None
+        raise run_files.write_error(self.path, e) from None
       if self._tensorboard is not None:
         self._tensorboard.write(row)
 
@@ -63,7 +63,7 @@ def truncate(workdir: str, step: int) -> None:
   """Keeps the rows of steps <= `step` in metrics.jsonl and in the TensorBoard event files."""
   path = os.path.join(workdir, METRICS_FILE)
   rows = [r for r in read(workdir) if r["step"] <= step]
-  run_folder.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+  run_files.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
   tensorboard_events.truncate(workdir, step)
 
 

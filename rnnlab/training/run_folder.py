@@ -34,14 +34,18 @@ import ml_collections
 from absl import logging
 
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.training import defaults
+from rnnlab.training import defaults, metrics_log
+from rnnlab.training.run_files import (  # noqa: F401
+  BEST_CHECKPOINT_DIR,
+  CHECKPOINT_DIR,
+  CONFIG_FILE,
+  METRICS_FILE,
+  SUMMARY_FILE,
+  TENSORBOARD_DIR,
+  atomic_write,
+  write_error,
+)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
-BEST_CHECKPOINT_DIR = "best_checkpoint"
-TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
 
@@ -54,36 +58,6 @@ _SECTIONS = ("task", "model", "train")
 # so a best checkpoint being removed by a rewind that is killed half-way is never listed as a step.
 _ORBAX_TMP = ".orbax-checkpoint-tmp"
 
-
-def atomic_write(path: str, data: str | bytes) -> None:
-  """Writes `data` to `path` so that a reader (or a later run after a kill) sees either the old
-  file or the whole new one, never a part.
-
-  The temporary file is this process's own (`path.tmp.PID`), so processes writing the same file at
-  once (sweep shards on a shared file system) never collide; the last `os.replace` wins. A failed
-  write (disk full, permissions) is an RnnlabError naming the path; the old file is untouched.
-  """
-  tmp = f"{path}.tmp.{os.getpid()}"
-  try:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise write_error(path, e) from None
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def write_error(path: str, error: OSError) -> RnnlabError:
-  """The one-line error for a failed write of `path` (the disk filling up, most often)."""
-  reason = error.strerror or str(error)
-  return RnnlabError(f"could not write {path}: {reason}. Free space (or fix permissions) there and "
-                     "run the same command again: it resumes from the latest checkpoint.")
-
-
-# ----------------------------------------------------------------------------- config.json
 
 def check_workdir(workdir: str) -> None:
   """Creates `workdir` if needed and checks that this process can write into it."""
@@ -222,7 +196,6 @@ def _check_not_shorter(config: ml_collections.ConfigDict, workdir: str, start: i
 def _rewind(workdir: str, step: int) -> None:
   """Drops what a killed session left after `step`: metric rows, TensorBoard events, best
   checkpoints, and temporary files of writes cut short."""
-  from rnnlab.training import metrics_log  # local: metrics_log imports this module's names
   metrics_log.truncate(workdir, step)
   best_dir = os.path.join(workdir, BEST_CHECKPOINT_DIR)
   for stale in checkpoint_steps(workdir, best=True):

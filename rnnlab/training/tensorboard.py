@@ -39,9 +39,9 @@ from typing import Any, Iterator
 
 from absl import logging
 
-from rnnlab.training import run_folder
+from rnnlab.training import run_files
 
-TENSORBOARD_DIR = run_folder.TENSORBOARD_DIR
+TENSORBOARD_DIR = run_files.TENSORBOARD_DIR
 _SEED_DIR = "seed_{}"
 _EVENT_GLOB = "events.out.tfevents.*"
 
@@ -157,7 +157,7 @@ class Writer:
     except OSError as e:
       self._writers = {}
       path = os.path.join(logdir(self.workdir), run) if run else logdir(self.workdir)
-      raise run_folder.write_error(path, e) from None
+      raise run_files.write_error(path, e) from None
 
 
 def _quiet_writer_threads() -> None:
@@ -201,5 +201,5 @@ def truncate(workdir: str, step: int) -> None:
     writer = RecordWriter(buffer)
     for record in kept:
       writer.write(record)
-    run_folder.atomic_write(path, buffer.getvalue())
+    run_files.atomic_write(path, buffer.getvalue())
 

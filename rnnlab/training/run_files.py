@@ -1,0 +1,47 @@
+"""The run folder's file names and the one atomic write every writer of rnnlab uses (below
+`run_folder`, which owns the folder's life: checks, lock, resume; the metrics log, TensorBoard
+and checkpoint writers import only this)."""
+
+from __future__ import annotations
+
+import os
+
+from rnnlab.errors import RnnlabError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT_DIR = "best_checkpoint"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+  """Writes `data` to `path` so that a reader (or a later run after a kill) sees either the old
+  file or the whole new one, never a part.
+
+  The temporary file is this process's own (`path.tmp.PID`), so processes writing the same file at
+  once (sweep shards on a shared file system) never collide; the last `os.replace` wins. A failed
+  write (disk full, permissions) is an RnnlabError naming the path; the old file is untouched.
+  """
+  tmp = f"{path}.tmp.{os.getpid()}"
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise write_error(path, e) from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_error(path: str, error: OSError) -> RnnlabError:
+  """The one-line error for a failed write of `path` (the disk filling up, most often)."""
+  reason = error.strerror or str(error)
+  return RnnlabError(f"could not write {path}: {reason}. Free space (or fix permissions) there and "
+                     "run the same command again: it resumes from the latest checkpoint.")
+
+
+# ----------------------------------------------------------------------------- config.json
