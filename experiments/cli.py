@@ -53,6 +53,46 @@ def use_safe_cpu_scheduler() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_CPU_FLAG}".strip()
 
 
+# launch.Resources' fields and the `launcher` argument -> the flags that set them.
+LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
+                "cpus_per_task": "slurm_cpus_per_task", "gpus_per_node": "slurm_gpus_per_node",
+                "array_parallelism": "slurm_array_parallelism", "mem_gb": "slurm_mem_gb",
+                "local_parallelism": "local_parallelism", "parallel": "parallel"}
+
+
+def define_launch_flags() -> Callable[[], Any]:
+  """Defines --launcher, --parallel and the submitit resource flags of an entry point that runs
+  sweep points; returns a function giving the `launch.Resources` they set."""
+  from rnnlab.studies import launch  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_enum(
+      "launcher", "inline", list(launch.LAUNCHERS),
+      "inline: train the points here, in --parallel worker processes; local: as local "
+      "processes through submitit; slurm: a Slurm job array through submitit (one task per "
+      "unfinished point).")
+  flags.DEFINE_integer("parallel", os.cpu_count() or 1, "--launcher=inline: worker processes "
+                       "training the points (default: CPU cores).")
+  flags.DEFINE_string("slurm_partition", None, "Slurm partition (default: the cluster's).")
+  flags.DEFINE_integer("slurm_time_min", 60, "Time limit of one job, minutes (slurm and local).")
+  flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per Slurm task.")
+  flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per Slurm task.")
+  flags.DEFINE_float("slurm_mem_gb", None, "Memory per Slurm task, GB (default: the "
+                     "partition's).")
+  flags.DEFINE_integer("slurm_array_parallelism", 16, "At most this many Slurm array tasks at "
+                       "once.")
+  flags.DEFINE_integer("local_parallelism", 2, "--launcher=local: at most this many processes "
+                       "(the points are split among them).")
+
+  def resources() -> launch.Resources:
+    f = flags.FLAGS
+    return launch.Resources(
+        partition=f.slurm_partition, time_min=f.slurm_time_min,
+        cpus_per_task=f.slurm_cpus_per_task, gpus_per_node=f.slurm_gpus_per_node,
+        mem_gb=f.slurm_mem_gb, array_parallelism=f.slurm_array_parallelism,
+        local_parallelism=f.local_parallelism)
+  return resources
+
+
 def as_flags(error: RnnlabError, names: Sequence[str] | Mapping[str, str]) -> RnnlabError:
   """`error` with each function argument in `names` written as the flag that sets it: the library
   names its arguments, a user of an entry point knows the flags.

@@ -7,10 +7,12 @@ r"""The memory study: cells x directions x tasks x lengths, every point a resuma
       --from_workdirs                                         # report only, no training
 
 Each grid point trains in WORKDIR/<point> (finished points are skipped, interrupted ones resume),
-in --parallel worker processes (default: one per CPU core). The report (NAME.md, NAME.csv,
-NAME_*.png, NAME from config.compare.name) goes to --results_dir, by default WORKDIR itself;
-regenerating the committed report is the explicit `--results_dir=experiments/results`. A subset
-of the grid is run by overriding the grid lists, e.g. --config.compare.directions=uni.
+in --parallel worker processes (default: one per CPU core), or as submitit jobs with
+--launcher=local or --launcher=slurm (the --slurm_* flags set their resources). The report
+(NAME.md, NAME.csv, NAME_*.png, NAME from config.compare.name) goes to --results_dir, by
+default WORKDIR itself; regenerating the committed report is the explicit
+`--results_dir=experiments/results`. A subset of the grid is run by overriding the grid lists,
+e.g. --config.compare.directions=uni.
 """
 
 import importlib.util
@@ -22,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import memory_grid, memory_study
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
@@ -36,8 +38,7 @@ _FROM_WORKDIRS = flags.DEFINE_bool("from_workdirs", False,
                                    "Rebuild the report from existing workdirs; never train.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the grid points into this many shards.")
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Train the points of this shard only.")
-_PARALLEL = flags.DEFINE_integer("parallel", os.cpu_count() or 1,
-                                 "Worker processes training the points (default: CPU cores).")
+_RESOURCES = cli.define_launch_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -70,12 +71,17 @@ def main(argv: list[str]) -> None:
     rows = memory_study.run(config, _WORKDIR.value, results_dir, _command(),
                             from_workdirs=_FROM_WORKDIRS.value, default_grid=_default_grid(),
                             num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
-                            parallel=_PARALLEL.value)
-  except ConfigError as e:
-    raise cli.as_flags(e, ("parallel", "num_shards", "shard_index")) from None
+                            parallel=flags.FLAGS.parallel, launcher=flags.FLAGS.launcher,
+                            resources=_RESOURCES())
+  except RnnlabError as e:
+    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "num_shards": "num_shards",
+                           "shard_index": "shard_index"}) from None
   name = memory_grid.report_name(config)
   print(memory_study.summary_text(rows))
   print(os.path.join(results_dir, memory_grid.report_files(name)["md"]))
+  if flags.FLAGS.launcher == "slurm" and not _FROM_WORKDIRS.value:
+    print("The report covers the points finished so far; when the Slurm jobs are done, "
+          f"rebuild it with:\n  {_command()} --from_workdirs")
 
 
 if __name__ == "__main__":

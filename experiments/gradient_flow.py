@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import gradient_flow
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
@@ -38,6 +38,7 @@ _RESULTS_DIR = flags.DEFINE_string(
     "results_dir", None, "Directory of the plot (default: --workdir, or --train_dir); "
     "experiments/results regenerates the committed pictures.")
 _OUT = flags.DEFINE_string("out", None, "PNG to write (overrides --results_dir).")
+_RESOURCES = cli.define_launch_flags()
 _EXPLODING = flags.DEFINE_bool("exploding", False, "The exploding case (vanilla RNN, scales).")
 _SCALES = flags.DEFINE_list("scales", ["1.0", "1.5", "2.0", "3.0"],
                             "--exploding: recurrent scales whose norms at init are drawn.")
@@ -51,11 +52,19 @@ def main(argv: list[str]) -> None:
   if (_CONFIG.value is None) == (_WORKDIR.value is None):
     raise ConfigError("give exactly one of --config (train briefly) or --workdir (a trained run)")
   command = "python -m experiments.gradient_flow " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  plot = gradient_flow.run(
-      _CONFIG.value, _WORKDIR.value, exploding=_EXPLODING.value, cell_names=_CELLS.value,
-      train_steps=_TRAIN_STEPS.value, train_dir=_TRAIN_DIR.value, num_examples=_EXAMPLES.value,
-      scales=[float(s) for s in _SCALES.value], train_scale=_TRAIN_SCALE.value,
-      results_dir=_RESULTS_DIR.value, out=_OUT.value, command=command)
+  try:
+    plot = gradient_flow.run(
+        _CONFIG.value, _WORKDIR.value, exploding=_EXPLODING.value, cell_names=_CELLS.value,
+        train_steps=_TRAIN_STEPS.value, train_dir=_TRAIN_DIR.value, num_examples=_EXAMPLES.value,
+        scales=[float(s) for s in _SCALES.value], train_scale=_TRAIN_SCALE.value,
+        results_dir=_RESULTS_DIR.value, out=_OUT.value, command=command,
+        parallel=flags.FLAGS.parallel, launcher=flags.FLAGS.launcher, resources=_RESOURCES())
+  except RnnlabError as e:
+    raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
+  if plot is None:
+    print(f"The short runs are training as Slurm jobs (logs: {_TRAIN_DIR.value}/submitit); "
+          "run the same command again when they are done to draw the plot.")
+    return
   print(json.dumps({"plot": plot}))
 
 

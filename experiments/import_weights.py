@@ -6,8 +6,8 @@ r"""Imports weights trained elsewhere into a new rnnlab workdir (a step-0 checkp
   python -m experiments.train --config=configs/copy.py --workdir=/tmp/imported   # fine-tunes
 
 --from=torch reads a state_dict (embed.weight, rnn.*, readout.weight/bias), --from=flax a
-.msgpack/.npz of RNNModel params, --from=keras a .keras model; see rnnlab/importing.py for the
-names read. Prints one JSON line: what was imported and what was initialised from the seed.
+.msgpack/.npz of RNNModel params, --from=keras a .keras model; see rnnlab/interop/peer_files.py
+for the names read. Prints one JSON line: what was imported and what was initialised from the seed.
 """
 
 import json

@@ -5,8 +5,9 @@ r"""The seq2seq bottleneck, measured: exact match vs source length with and with
   python -m experiments.seq2seq_study --results_dir=experiments/results   # the committed report
 
 Trains one model per attention variant (configs/seq2seq.py, `model.attention` set per variant)
-into --workdir_root/<variant> and writes the table and plots to --results_dir (default:
---workdir_root); see `rnnlab.studies.seq2seq_study`.
+into --workdir_root/<variant> (sweep points: in --parallel worker processes, or submitit jobs with
+--launcher) and writes the table and plots to --results_dir (default: --workdir_root); see
+`rnnlab.studies.seq2seq_study`.
 """
 
 import sys
@@ -32,6 +33,7 @@ _RESULTS_DIR = flags.DEFINE_string(
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8,
                                      "Held-out batches (config.train.eval_batch_size each) for "
                                      "the final per-length evaluation.")
+_RESOURCES = cli.define_launch_flags()
 _MACHINE = flags.DEFINE_string("machine", "2 CPU cores", "Machine description for the report.")
 
 
@@ -40,12 +42,15 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   command = "python -m experiments.seq2seq_study " + " ".join(sys.argv[1:])
   try:
-    seq2seq_study.run_study(_CONFIG.value, _WORKDIR_ROOT.value, _VARIANTS.value,
-                            _RESULTS_DIR.value, _EVAL_BATCHES.value, _MACHINE.value,
-                            command.strip())
+    results = seq2seq_study.run_study(
+        _CONFIG.value, _WORKDIR_ROOT.value, _VARIANTS.value, _RESULTS_DIR.value,
+        _EVAL_BATCHES.value, _MACHINE.value, command.strip(), parallel=flags.FLAGS.parallel,
+        launcher=flags.FLAGS.launcher, resources=_RESOURCES())
   except RnnlabError as e:
-    raise cli.as_flags(e, ("variants",)) from None
-
+    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "variants": "variants"}) from None
+  if results is None:
+    print(f"The variants are training as Slurm jobs (logs: {_WORKDIR_ROOT.value}/submitit); "
+          "run the same command again when they are done to evaluate them and write the report.")
 
 if __name__ == "__main__":
   cli.run(main)

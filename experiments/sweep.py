@@ -29,30 +29,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Base directory: one sub-workdir
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the points into this many shards.")
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Run the points of this shard only.")
 _MERGE = flags.DEFINE_bool("merge", False, "Only rebuild the table from the workdirs.")
-_LAUNCHER = flags.DEFINE_enum(
-    "launcher", "inline", list(launch.LAUNCHERS),
-    "inline: run the points in this process; local: as local processes through submitit; "
-    "slurm: submit a Slurm job array through submitit (one task per unfinished point).")
-_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None, "Slurm partition (default: the "
-                                       "cluster's).")
-_SLURM_TIME_MIN = flags.DEFINE_integer("slurm_time_min", 60, "Time limit of one job, minutes "
-                                       "(slurm and local).")
-_SLURM_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per Slurm task.")
-_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per Slurm task.")
-_SLURM_MEM_GB = flags.DEFINE_float("slurm_mem_gb", None, "Memory per Slurm task, GB (default: "
-                                   "the partition's).")
-_SLURM_PARALLELISM = flags.DEFINE_integer("slurm_array_parallelism", 16, "At most this many "
-                                          "Slurm array tasks at once.")
-_LOCAL_PARALLELISM = flags.DEFINE_integer("local_parallelism", 2, "--launcher=local: at most "
-                                          "this many processes (the points are split among them).")
-_PARALLEL = flags.DEFINE_integer("parallel", os.cpu_count() or 1, "--launcher=inline: worker "
-                                 "processes training the points (default: CPU cores).")
+_RESOURCES = cli.define_launch_flags()
 flags.mark_flags_as_required(["workdir"])
-# launch.Resources' fields and launch_sweep's argument -> the flags that set them.
-_LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
-                 "cpus_per_task": "slurm_cpus_per_task", "gpus_per_node": "slurm_gpus_per_node",
-                 "array_parallelism": "slurm_array_parallelism", "mem_gb": "slurm_mem_gb",
-                 "local_parallelism": "local_parallelism"}
 
 
 def _sweep_from_config_file() -> object:
@@ -74,21 +52,21 @@ def main(argv: list[str]) -> None:
       overrides = sweep_spec.product(sweep_spec.parse_spec(_SWEEP.value, config))
     else:
       overrides = sweep_spec.from_sweep_object(_sweep_from_config_file(), config)
-    if _LAUNCHER.value == "inline":
+    if flags.FLAGS.launcher == "inline":
       try:
         sweep.run_sweep(config, overrides, _WORKDIR.value, _NUM_SHARDS.value, _SHARD_INDEX.value,
-                        parallel=_PARALLEL.value)
+                        parallel=flags.FLAGS.parallel)
       except RnnlabError as e:
         raise cli.as_flags(e, ("num_shards", "shard_index", "parallel")) from None
     else:
       if _NUM_SHARDS.value != 1:
         raise ConfigError("--num_shards splits an inline sweep; with --launcher="
-                          f"{_LAUNCHER.value} every unfinished point is submitted (drop it)")
+                          f"{flags.FLAGS.launcher} every unfinished point is submitted (drop it)")
       try:
-        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, _LAUNCHER.value,
-                                       _resources())
+        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, flags.FLAGS.launcher,
+                                       _RESOURCES())
       except RnnlabError as e:
-        raise cli.as_flags(e, _LAUNCH_FLAGS) from None
+        raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
       if launched.rows is None:
         print(f"submitted {len(launched.submitted)} points as Slurm jobs "
               f"{' '.join(launched.job_ids)} (logs: "
@@ -96,14 +74,6 @@ def main(argv: list[str]) -> None:
               f"build the table with:\n  {launched.merge_command}")
         return
   print(os.path.join(_WORKDIR.value, sweep.TABLE_MD))
-
-
-def _resources() -> launch.Resources:
-  return launch.Resources(
-      partition=_SLURM_PARTITION.value, time_min=_SLURM_TIME_MIN.value,
-      cpus_per_task=_SLURM_CPUS.value, gpus_per_node=_SLURM_GPUS.value,
-      mem_gb=_SLURM_MEM_GB.value, array_parallelism=_SLURM_PARALLELISM.value,
-      local_parallelism=_LOCAL_PARALLELISM.value)
 
 
 if __name__ == "__main__":

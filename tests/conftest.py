@@ -81,4 +81,5 @@ def committed_results_status() -> str:
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: trains to convergence; deselect with -m 'not slow'")
+  config.addinivalue_line("markers", "slow: long end-to-end runs, kept out of the default run "
+                          "(-m 'not slow'); .ci/run runs them after it")

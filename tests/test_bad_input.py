@@ -59,25 +59,31 @@ def _assert_one_clear_error(result: subprocess.CompletedProcess, *fragments: str
     (["--config.task.name=sorting"],
      ["config.task.name='sorting' is not allowed", "choose one of:", "copy"]),
     (["--config.task.length=0"], ["config.task.length must be a positive integer, got 0"]),
-    (["--config.train.batch_size=0"], ["config.train.batch_size must be a positive integer"]),
+    pytest.param(["--config.train.batch_size=0"],
+                 ["config.train.batch_size must be a positive integer"], marks=pytest.mark.slow),
     (["--config.model.no_such_key=1"], ["unknown config key", "no_such_key", "configs/base.py"]),
-    (["--config.train.num_steps=abc"], ["--config.train.num_steps=abc", "invalid literal"]),
+    pytest.param(["--config.train.num_steps=abc"],
+                 ["--config.train.num_steps=abc", "invalid literal"], marks=pytest.mark.slow),
     (["--config.model.hidden_size=16"],
      ["holds a run with a different config", "config.model.hidden_size: saved 8, now 16",
       "Use a new --workdir"]),
-    (["--config.train.learning_rate=1e9"],
-     ["holds a run with a different config", "config.train.learning_rate"]),
+    pytest.param(["--config.train.learning_rate=1e9"],
+     ["holds a run with a different config", "config.train.learning_rate"],
+                 marks=pytest.mark.slow),
     (["--config.train.grad_clip=nan"], ["config.train.grad_clip must be a finite number, got nan"]),
-    (["--config.train.learning_rate=inf"],
-     ["config.train.learning_rate must be a finite number, got inf"]),
+    pytest.param(["--config.train.learning_rate=inf"],
+     ["config.train.learning_rate must be a finite number, got inf"],
+                 marks=pytest.mark.slow),
     (["--config.train.num_steps=5"],
      ["already trained to step 10, past config.train.num_steps=5", "config.json is left as it is",
       "--config.train.num_steps=10 (or more)"]),
     (["--num_processes=2"], ["--num_processes and --process_id need --coordinator_address"]),
-    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
-     ["0 <= --process_id < --num_processes", "process_id=2"]),
-    (["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
-     ["--coordinator_address='localhost' must be HOST:PORT"]),
+    pytest.param(["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+     ["0 <= --process_id < --num_processes", "process_id=2"],
+                 marks=pytest.mark.slow),
+    pytest.param(["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
+     ["--coordinator_address='localhost' must be HOST:PORT"],
+                 marks=pytest.mark.slow),
 ])
 def test_bad_train_rerun_leaves_the_run_untouched(env, finished, flags, fragments):
   before = file_bytes(finished)
@@ -145,6 +151,7 @@ def test_config_too_large_for_memory_is_refused_before_anything_is_written(env, 
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.slow
 def test_evaluate_a_one_device_run_on_three_devices(env, finished):
   """batch 8 does not split over 3 devices: evaluation uses 2 of them, to the same numbers."""
   one = _run(env, "experiments.evaluate", f"--workdir={finished}")
@@ -226,6 +233,7 @@ def test_config_json_that_is_not_a_config(env, finished, tmp_path, text, fragmen
   assert file_bytes(workdir) == before
 
 
+@pytest.mark.slow
 def test_exploding_learning_rate_stops_with_the_step_and_a_remedy(env, tmp_path):
   workdir = str(tmp_path / "run")
   result = _run(env, "experiments.train", "--config=configs/adding.py", f"--workdir={workdir}",

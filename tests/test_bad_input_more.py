@@ -56,8 +56,9 @@ def _config_cases(folder) -> list[tuple[str, list[str]]]:
   ]
 
 
-@pytest.mark.parametrize("module", ["experiments.train", "experiments.sweep",
-                                    "experiments.compare", "experiments.import_weights"])
+@pytest.mark.parametrize("module", [pytest.param("experiments.train", marks=pytest.mark.slow),
+                                    "experiments.sweep", "experiments.compare",
+                                    "experiments.import_weights"])
 def test_bad_config_files_at_every_entry_point(env, bad_configs, tmp_path, module):
   workdir = tmp_path / "run"
   extra = {"experiments.import_weights": ["--from=torch", f"--checkpoint={tmp_path}/w.pt"],
@@ -157,6 +158,7 @@ def test_generate_refuses_a_top_k_below_one(env, charlm_run, tmp_path, top_k):
 
 # ----------------------------------------------------------------------------- import_weights
 
+@pytest.mark.slow
 def test_torch_files_that_are_not_state_dicts(env, tmp_path):
   torch = pytest.importorskip("torch")
   whole = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))

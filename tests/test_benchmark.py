@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import ROOT, committed_results_status, entry_env, run_entry
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_ratio_table_outside_the_committed_results(tmp_path):
   """The README's `--quick` (no --output) reports under the temporary directory, with every
   column of every peer (torch is a test dependency), and leaves experiments/results alone."""

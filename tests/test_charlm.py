@@ -84,6 +84,7 @@ def test_windows_come_from_the_right_split(corpus):
     assert not x[n:].any() and not y[n:].any()   # padded with id 0
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_per_char_loss(corpus):
   task = CharLMTask(str(corpus), length=16, min_length=3)
   model = train.build_model(_tiny_config(corpus), task)
@@ -165,8 +166,10 @@ def test_step_by_step_equals_the_trained_model(trained):
   assert 0.0 < bpc < 8.0
 
 
-@pytest.mark.parametrize("residual,norm", [(True, "layer"), (True, "rms"), (False, "layer"),
-                                           (True, "none")])
+@pytest.mark.parametrize("residual,norm", [
+    (True, "layer"), pytest.param(True, "rms", marks=pytest.mark.slow),
+    pytest.param(False, "layer", marks=pytest.mark.slow),
+    pytest.param(True, "none", marks=pytest.mark.slow)])
 def test_step_by_step_equals_the_deep_model(corpus, residual, norm):
   """The deep encoder (input_proj, norm{k}, norm_out) read one piece at a time with the carried
   state gives the model's own per-step logits. Every parameter is perturbed, so a norm that is

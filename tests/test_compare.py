@@ -50,6 +50,7 @@ def quick_study(tmp_path_factory):
   return dict(base=base, config=config, results=results, rows=rows)
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end(quick_study):
   rows, results = quick_study["rows"], quick_study["results"]
   assert [(r["task"], r["length"], r["cell"], r["direction"], r["status"]) for r in rows] == [
@@ -72,6 +73,7 @@ def test_quick_study_end_to_end(quick_study):
   assert float(csv_rows[1]["metric_mean"]) == pytest.approx(rows[1]["metric_mean"])
 
 
+@pytest.mark.slow
 def test_rebuild_from_workdirs_gives_the_same_files(quick_study):
   results = quick_study["results"]
   before = {name: open(os.path.join(results, name)).read() for name in ("compare.csv", "compare.md")}
@@ -84,6 +86,7 @@ def test_rebuild_from_workdirs_gives_the_same_files(quick_study):
     assert open(os.path.join(results, name)).read() == text, name
 
 
+@pytest.mark.slow
 def test_finished_points_are_skipped(quick_study):
   runs = quick_study["base"] / "runs"
   summaries = sorted(str(p) for p in runs.glob("*/summary.json"))
@@ -252,6 +255,7 @@ def test_two_of_three_seeds_rule():
   assert not horizon.solved_enough(dict(num_seeds=0, solved_seeds=0))
 
 
+@pytest.mark.slow
 def test_quick_study_report_has_the_horizon_table(quick_study):
   md = open(os.path.join(quick_study["results"], "compare.md")).read()
   assert "## Memory horizon" in md

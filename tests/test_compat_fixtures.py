@@ -38,7 +38,8 @@ def test_old_workdir_evaluates_to_its_recorded_metrics(name, tmp_path):
     assert metrics[f"{key}_per_seed"] == pytest.approx(values, rel=1e-6), key
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "adding_gru_bi" else n for n in NAMES])
 def test_same_config_trains_to_byte_identical_metrics(name, tmp_path):
   config = train.load_config(os.path.join(FIXTURES, name))
   # The fixtures' seeds were vmapped (the only way then); `auto` now maps them with lax.map on

@@ -10,7 +10,7 @@ import pytest
 
 from rnnlab.analysis import gradient_flow
 from rnnlab.studies import gradient_flow as gradient_flow_study
-from rnnlab.studies import plots
+from rnnlab.studies import plots, sweep
 from rnnlab.training import train
 from tests.conftest import committed_results_status, run_entry, tiny_config
 
@@ -143,3 +143,39 @@ def test_entry_point_needs_config_or_workdir():
   result = run_entry("experiments.gradient_flow")
   assert result.returncode == 1
   assert "exactly one of --config" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_study_runs_are_sweep_points_and_resume(tmp_path):
+  """Each cell's short run is a sweep point in train_dir/<cell>: the study's numbers come from
+  those workdirs, and running it again trains nothing (the points are finished)."""
+  config = tiny_config("adding", "vanilla")
+  data = gradient_flow_study.gradient_flow_study(config, ["vanilla", "gru"], str(tmp_path),
+                                                 train_steps=10, num_examples=4)
+  assert [(r["cell"], r["stage"], r["step"]) for r in data["runs"]] == [
+      ("vanilla", "init", 0), ("vanilla", "trained", 10), ("gru", "init", 0),
+      ("gru", "trained", 10)]
+  for cell in ("vanilla", "gru"):
+    assert sweep.status(sweep.Point(cell, (), str(tmp_path / cell), config)) != "new"
+    with open(tmp_path / cell / "config.json") as f:
+      saved = json.load(f)
+    assert saved["model"]["cell"] == cell and saved["train"]["num_steps"] == 10
+  rows = {cell: train.read_metrics(str(tmp_path / cell)) for cell in ("vanilla", "gru")}
+  again = gradient_flow_study.gradient_flow_study(config, ["vanilla", "gru"], str(tmp_path),
+                                                  train_steps=10, num_examples=4)
+  assert {cell: train.read_metrics(str(tmp_path / cell)) for cell in rows} == rows
+  assert [r["norms"] for r in again["runs"]] == [r["norms"] for r in data["runs"]]
+
+
+@pytest.mark.slow
+def test_exploding_study_trains_clip_and_noclip_points(tmp_path):
+  config = tiny_config("adding", "vanilla", grad_clip=0.5)
+  data = gradient_flow_study.exploding_study(config, [1.0, 2.0], train_scale=2.0, train_steps=10,
+                                             train_dir=str(tmp_path), num_examples=4)
+  assert [(r["label"], r["grad_clip"]) for r in data["runs"]] == [
+      ("global-norm clip 0.5", 0.5), ("no clipping", 0.0)]
+  for sub, clip in (("clip", 0.5), ("noclip", 0.0)):
+    with open(tmp_path / sub / "config.json") as f:
+      saved = json.load(f)
+    assert saved["train"]["grad_clip"] == clip and saved["model"]["recurrent_scale"] == 2.0
+    assert [r["step"] for r in train.read_metrics(str(tmp_path / sub)) if "loss" in r][-1] == 10
+  assert [n["scale"] for n in data["norms"]] == [1.0, 2.0]

@@ -122,6 +122,7 @@ def _logged(n: int) -> _Moment:
   return lambda workdir: sum("loss" in r for r in metrics_log.read(workdir)) >= n
 
 
+@pytest.mark.slow
 def test_sigkill_between_the_first_best_and_the_first_latest_checkpoint(env, straight, tmp_path):
   """Was: StepAlreadyExistsError for the best step on every retry."""
   workdir = str(tmp_path / "run")

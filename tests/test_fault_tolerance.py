@@ -68,6 +68,7 @@ def _complete_steps(directory: str) -> list[int]:
 _KILL_STEPS = 400
 
 
+@pytest.mark.slow
 def test_sigkill_then_same_command_resumes_to_the_same_numbers(env, tmp_path):
   workdir = str(tmp_path / "killed")
   args = [*_TINY, *_cadence(_KILL_STEPS, 10, 50), f"--workdir={workdir}"]

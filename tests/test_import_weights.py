@@ -83,6 +83,7 @@ def _assert_logits_match(workdir, torch_model, vocab):
   return trainer, state
 
 
+@pytest.mark.slow
 def test_torch_import_evaluates_and_matches(tmp_path):
   config = _config(bidirectional=True)
   torch_model = _save_torch(tmp_path / "model.pt", config)
@@ -118,6 +119,7 @@ def test_torch_import_evaluates_and_matches(tmp_path):
   assert [r["step"] for r in train.read_metrics(workdir) if "loss" in r] == [1, 2]
 
 
+@pytest.mark.slow
 def test_entry_point_and_seeded_parts(tmp_path):
   config = _config(bidirectional=False)
   torch_model = _save_torch(tmp_path / "model.pt", config)

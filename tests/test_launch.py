@@ -73,6 +73,7 @@ def launched(tmp_path_factory):
               inline_rows=inline_rows, before=before)
 
 
+@pytest.mark.slow
 def test_local_launch_gives_the_inline_table(launched):
   s = launched
   result = s["result"]
@@ -88,6 +89,7 @@ def test_local_launch_gives_the_inline_table(launched):
   assert os.path.isdir(os.path.join(s["base"], launch.SUBMITIT_DIR))
 
 
+@pytest.mark.slow
 def test_relaunch_submits_nothing(launched):
   s = launched
 
@@ -143,25 +145,32 @@ def test_entry_point_names_the_resource_flag(tmp_path):
   assert not os.listdir(tmp_path)  # refused before anything is written
 
 
+def _fake_slurm(tmp_path) -> dict[str, str]:
+  """An environment whose PATH has a fake `sbatch` (it copies the job file to tmp_path/job.sh
+  and answers job 4242) and the `srun` submitit looks for to tell it is on a Slurm cluster."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  sbatch = bin_dir / "sbatch"
+  sbatch.write_text('#!/bin/sh\ncp "$1" "$FAKE_SBATCH_COPY"\necho "Submitted batch job 4242"\n')
+  srun = bin_dir / "srun"
+  srun.write_text("#!/bin/sh\nexit 1\n")
+  for tool in (sbatch, srun):
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+              PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+              FAKE_SBATCH_COPY=str(tmp_path / "job.sh"))
+
+
 def test_readme_slurm_command_submits_the_array(tmp_path):
   """The README command, run with a fake `sbatch` on PATH: the sbatch file asks for the flags'
   resources, one array task per point, logs under DIR/submitit/."""
   readme = os.path.join(ROOT, "README.md")
   if os.path.exists(readme) and "Sweeps on a cluster" in open(readme).read():
     assert README_COMMAND in open(readme).read()
-  bin_dir, workdir = tmp_path / "bin", tmp_path / "adding"
-  bin_dir.mkdir()
-  sbatch = bin_dir / "sbatch"
-  sbatch.write_text('#!/bin/sh\ncp "$1" "$FAKE_SBATCH_COPY"\necho "Submitted batch job 4242"\n')
-  srun = bin_dir / "srun"  # submitit looks for it to tell it is on a Slurm cluster
-  srun.write_text("#!/bin/sh\nexit 1\n")
-  for tool in (sbatch, srun):
-    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+  workdir = tmp_path / "adding"
   args = shlex.split(README_COMMAND.replace("\\\n", " ").replace(README_WORKDIR, str(workdir)))
   assert args[:3] == ["python", "-m", "experiments.sweep"]
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-             FAKE_SBATCH_COPY=str(tmp_path / "job.sh"))
+  env = _fake_slurm(tmp_path)
   result = subprocess.run([sys.executable, *args[1:]], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -176,3 +185,50 @@ def test_readme_slurm_command_submits_the_array(tmp_path):
   with open(workdir / "sweep.json") as f:
     assert len(json.load(f)["points"]) == 6
   assert "0 of 6 points finished" in (workdir / "sweep.md").read_text()
+
+
+def test_memory_study_submits_its_points_to_slurm(tmp_path):
+  """experiments.compare --launcher=slurm: one array task per grid point, a report naming the
+  unfinished points at once, and the command that rebuilds it when the jobs are done."""
+  workdir = tmp_path / "study"
+  args = ["-m", "experiments.compare", "--config=configs/compare.py:quick",
+          f"--workdir={workdir}", "--launcher=slurm", "--slurm_array_parallelism=3"]
+  result = subprocess.run([sys.executable, *args], cwd=ROOT, env=_fake_slurm(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "#SBATCH --array=0-3%3" in (tmp_path / "job.sh").read_text()
+  assert (f"python -m experiments.compare --config=configs/compare.py:quick --workdir={workdir} "
+          "--launcher=slurm --slurm_array_parallelism=3 --from_workdirs") in result.stdout
+  report = (workdir / "compare.md").read_text()
+  assert "launcher=slurm, at most 3 jobs at once" in report
+  assert "; 0 of 4 points finished" in report
+  with open(workdir / "sweep.json") as f:
+    assert len(json.load(f)["points"]) == 4
+  assert not list(workdir.glob("*/config.json"))  # nothing trained here
+
+
+def test_gradient_flow_study_submits_its_runs_then_reports_on_the_rerun(tmp_path):
+  """experiments.gradient_flow --launcher=slurm submits one array task per cell and draws nothing
+  yet; once the runs are finished (trained here), the same command draws the plot."""
+  train_dir = tmp_path / "flow"
+  args = [sys.executable, "-m", "experiments.gradient_flow", "--config=configs/adding.py",
+          "--config.task.length=5", "--config.model.hidden_size=8", "--config.train.batch_size=8",
+          "--cells=vanilla,gru", "--train_steps=4", "--num_examples=4", f"--train_dir={train_dir}",
+          "--launcher=slurm"]
+  env = _fake_slurm(tmp_path)
+  result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "#SBATCH --array=0-1%" in (tmp_path / "job.sh").read_text()  # one task per cell
+  assert "run the same command again when they are done" in result.stdout
+  assert not (train_dir / "gradient_flow.png").exists()
+  # The jobs' work, done here: the same points trained inline; the Slurm command then submits
+  # nothing and draws the plot from them.
+  inline = [a for a in args if a != "--launcher=slurm"] + ["--parallel=1"]
+  assert subprocess.run(inline, cwd=ROOT, env=env, capture_output=True,
+                        timeout=300).returncode == 0
+  (tmp_path / "job.sh").unlink()
+  again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert not (tmp_path / "job.sh").exists()  # nothing submitted
+  assert json.loads(again.stdout.strip().splitlines()[-1]) == {
+      "plot": str(train_dir / "gradient_flow.png")}

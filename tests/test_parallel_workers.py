@@ -47,6 +47,7 @@ def test_bad_parallel_is_a_config_error(tmp_path):
     sweep.run_points(points, parallel=0)
 
 
+@pytest.mark.slow
 def test_second_sweep_into_the_same_workdir_is_refused(tmp_path):
   config = tiny_config(num_steps=10)
   base = str(tmp_path / "sweep")
@@ -93,3 +94,64 @@ def test_killed_parallel_study_resumes_to_the_same_table(tmp_path):
                           capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
   assert _table(str(killed)) == _table(str(straight))
+
+
+def test_worker_cpus_split_the_cpus_among_the_workers(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 1}, raising=False)
+  assert sweep.worker_cpus(2) == [{1}, {3}]
+  assert sweep.worker_cpus(1) == [{1, 3}]
+  assert sweep.worker_cpus(3) == [None, None, None]  # more workers than CPUs: no pinning
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(7)), raising=False)
+  assert sweep.worker_cpus(3) == [{0, 1}, {2, 3}, {4, 5}]  # disjoint equal shares
+
+
+def _spawned_children(pid: int) -> list[int]:
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    children = [int(c) for c in f.read().split()]
+  out = []
+  for child in children:
+    try:
+      with open(f"/proc/{child}/cmdline", "rb") as f:
+        if b"spawn_main" in f.read():
+          out.append(child)
+    except FileNotFoundError:
+      pass
+  return out
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_workers_stop_when_the_study_process_is_killed(tmp_path):
+  """SIGKILL to the study's own process only (as an OOM killer or a scheduler may do): its
+  worker processes notice and exit instead of training on unseen."""
+  args = [sys.executable, "-m", "experiments.compare", "--config=configs/compare.py:quick",
+          "--config.compare.cells=vanilla,gru", "--config.train.num_steps=100000",
+          "--config.compare.overrides.copy=train.num_steps=100000",
+          "--config.compare.overrides.adding=train.num_steps=100000", "--parallel=2",
+          f"--workdir={tmp_path}"]
+  proc = subprocess.Popen(args, cwd=ROOT, env=entry_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("*/checkpoints/*")) and time.time() < deadline:
+      time.sleep(0.2)
+    workers = _spawned_children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 20
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+      time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass

@@ -94,6 +94,7 @@ def four_devices() -> dict:
   return _run_python(_FOUR_DEVICES % {"steps": _NUM_STEPS}, devices=4)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(four_devices):
   assert four_devices["device_count"] == 4 and four_devices["mesh"] == {"data": 4}
   l4, l1 = four_devices["losses_4"], four_devices["losses_1"]
@@ -103,6 +104,7 @@ def test_four_devices_match_one(four_devices):
   assert l4[-1] != l4[0]  # it trained: equal numbers are not a frozen state
 
 
+@pytest.mark.slow
 def test_batch_is_sharded_on_its_batch_axis(four_devices):
   sharding = four_devices["batch_sharding"]
   assert set(sharding) >= {"inputs", "targets", "lengths"}
@@ -121,6 +123,7 @@ def test_batch_is_sharded_on_its_batch_axis(four_devices):
   assert four_devices["state_replicated"]
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices(four_devices):
   message = four_devices["indivisible"]
   assert "config.train.batch_size=6 is not divisible by the number of devices (4)" in message
@@ -143,6 +146,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost(tmp_path, tmp_path_factory):
   """Two processes x 2 CPU devices (a 4-device global mesh), coordinated over 127.0.0.1: both exit
   0, metrics are written once (by process 0), and the numbers are the 1-device run's."""

@@ -10,8 +10,8 @@ from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize("cell,bidirectional", [
-    ("lstm", False), pytest.param("gru", True, marks=pytest.mark.slow),
-    pytest.param("vanilla", False, marks=pytest.mark.slow)])
+    ("vanilla", False), pytest.param("lstm", False, marks=pytest.mark.slow),
+    pytest.param("gru", True, marks=pytest.mark.slow)])
 def test_map_gives_the_numbers_of_vmap(cell, bidirectional):
   results = {}
   for seed_map in ("vmap", "map"):
@@ -42,6 +42,7 @@ def test_auto_is_map_on_cpu_and_vmap_on_accelerators():
     train.resolve_seed_map("scan", 3)
 
 
+@pytest.mark.slow
 def test_seeds_speedup_report(tmp_path):
   from tests.conftest import run_entry
   result = run_entry("experiments.seeds_speedup", "--config=configs/compare.py:quick",

@@ -181,6 +181,7 @@ def test_bad_attention_is_a_config_error():
     train.Trainer(_tiny_config("luong"))
 
 
+@pytest.mark.slow
 def test_train_then_restore_and_evaluate(tmp_path):
   config = _tiny_config("dot")
   summary = train.train_and_evaluate(config, str(tmp_path))

@@ -68,6 +68,7 @@ def test_row_scalars_layout():
                    "seed_1": {"eval_loss": 0.0}}
 
 
+@pytest.mark.slow
 def test_event_files_equal_metrics_jsonl_also_after_a_resume(tmp_path):
   workdir = str(tmp_path)
   config = tiny_config(num_steps=20, checkpoint_every=10, log_every=5, eval_every=10,

@@ -22,8 +22,8 @@ import numpy as np
 from rnnlab import tasks
 from rnnlab.analysis import gradient_flow
 from rnnlab.errors import ConfigError
-from rnnlab.studies import plots
-from rnnlab.training import evaluation, run_folder, train
+from rnnlab.studies import launch, plots, sweep, sweep_table
+from rnnlab.training import evaluation, run_folder
 
 DATA_FILE = "gradient_flow.json"
 EXPLODING_FILE = "gradient_flow_exploding.json"
@@ -35,24 +35,40 @@ def _write(path: str, data: dict[str, Any]) -> None:
   run_folder.atomic_write(path, json.dumps(data, indent=1))
 
 
+def _submitted(points: list[sweep.Point], train_dir: str, launcher: str, parallel: int,
+               resources: launch.Resources) -> bool:
+  """Trains the points (`launch.train_points`); True if they went to Slurm jobs not done yet."""
+  launched = launch.train_points(points, train_dir, launcher, parallel, resources)
+  return launched is not None and launched.running
+
+
+def _summary(point: sweep.Point) -> dict[str, Any]:
+  return sweep_table.read_json(os.path.join(point.workdir, sweep.SUMMARY_FILE)) or {}
+
+
 def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[str],
                         train_dir: str, train_steps: int, num_examples: int = 64,
-                        command: str | None = None) -> dict[str, Any]:
-  """Norms at initialisation and after `train_steps` steps (train_and_evaluate in
-  train_dir/<cell>, resumable) for each cell; writes and returns train_dir/gradient_flow.json."""
+                        command: str | None = None, parallel: int = 1,
+                        launcher: str = "inline", resources: launch.Resources = launch.Resources()
+                        ) -> dict[str, Any] | None:
+  """Norms at initialisation and after `train_steps` steps for each cell; writes and returns
+  train_dir/gradient_flow.json. The runs are sweep points in train_dir/<cell> (resumable, a
+  finished one is not trained again), trained by `launch.train_points` (in `parallel` worker
+  processes, or as submitit jobs); None while Slurm jobs still train them."""
+  base = gradient_flow.one_seed(config)
+  base.train.num_steps = train_steps
+  base.train.stop_when_solved = False
+  points = sweep.make_points(base, [(("model.cell", name),) for name in cell_names], train_dir,
+                             names=list(cell_names))
+  if _submitted(points, train_dir, launcher, parallel, resources):
+    return None
+  at_init = [gradient_flow.norms_at_init(p.config, num_examples).tolist() for p in points]
   runs = []
-  for name in cell_names:
-    c = gradient_flow.one_seed(config)
-    c.model.cell = name
-    c.train.num_steps = train_steps
-    c.train.stop_when_solved = False
-    runs.append({"cell": name, "stage": "init", "step": 0,
-                 "norms": gradient_flow.norms_at_init(c, num_examples).tolist()})
-    workdir = os.path.join(train_dir, name)
-    summary = train.train_and_evaluate(c, workdir)
-    norms, step = gradient_flow.norms_of_workdir(workdir, num_examples)
+  for name, point, init_norms in zip(cell_names, points, at_init):
+    runs.append({"cell": name, "stage": "init", "step": 0, "norms": init_norms})
+    norms, step = gradient_flow.norms_of_workdir(point.workdir, num_examples)
     runs.append({"cell": name, "stage": "trained", "step": step, "norms": norms.tolist(),
-                 "final": summary.get("final", {}), "workdir": workdir})
+                 "final": _summary(point).get("final", {}), "workdir": point.workdir})
   data = {"task": config.task.name, "length": config.task.length,
           "hidden": config.model.hidden_size, "num_examples": num_examples, "runs": runs,
           "command": command}
@@ -84,13 +100,16 @@ def gradient_flow_of_workdir(workdir: str, num_examples: int = 64,
 
 def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
                     train_scale: float, train_steps: int, train_dir: str,
-                    num_examples: int = 64, command: str | None = None) -> dict[str, Any]:
+                    num_examples: int = 64, command: str | None = None, parallel: int = 1,
+                    launcher: str = "inline", resources: launch.Resources = launch.Resources()
+                    ) -> dict[str, Any] | None:
   """The exploding case for a vanilla tanh RNN.
 
   Norms at initialisation for each recurrent scale (config.model.recurrent_scale), then
   training at `train_scale` with config.train.grad_clip and with clipping off (both with
-  on_nonfinite="skip", so a run whose gradients overflow keeps going and shows it), in
-  train_dir/clip and train_dir/noclip. Writes and returns train_dir/gradient_flow_exploding.json.
+  on_nonfinite="skip", so a run whose gradients overflow keeps going and shows it): sweep points
+  in train_dir/clip and train_dir/noclip, trained by `launch.train_points` (None while Slurm
+  jobs still train them). Writes and returns train_dir/gradient_flow_exploding.json.
   """
   base = gradient_flow.one_seed(config)
   base.model.cell = "vanilla"
@@ -102,20 +121,22 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
     norms.append({"scale": float(scale),
                   "norms": gradient_flow.norms_at_init(c, num_examples).tolist()})
   clip = config.train.grad_clip if config.train.grad_clip > 0 else 1.0
+  trained = copy.deepcopy(base)
+  trained.model.recurrent_scale = float(train_scale)
+  trained.train.num_steps = train_steps
+  trained.train.stop_when_solved = False
+  trained.train.on_nonfinite = "skip"
+  trained.train.log_every = min(trained.train.log_every, max(1, train_steps // 50))  # smooth
+  labels = {"clip": f"global-norm clip {clip}", "noclip": "no clipping"}
+  points = sweep.make_points(trained, [(("train.grad_clip", clip),), (("train.grad_clip", 0.0),)],
+                             train_dir, names=list(labels))
+  if _submitted(points, train_dir, launcher, parallel, resources):
+    return None
   runs = []
-  for label, grad_clip, sub in ((f"global-norm clip {clip}", clip, "clip"),
-                                ("no clipping", 0.0, "noclip")):
-    c = copy.deepcopy(base)
-    c.model.recurrent_scale = float(train_scale)
-    c.train.grad_clip = grad_clip
-    c.train.num_steps = train_steps
-    c.train.stop_when_solved = False
-    c.train.on_nonfinite = "skip"
-    c.train.log_every = min(c.train.log_every, max(1, train_steps // 50))  # smooth curves
-    workdir = os.path.join(train_dir, sub)
-    summary = train.train_and_evaluate(c, workdir)
-    runs.append({"label": label, "grad_clip": grad_clip, "workdir": workdir,
-                 "final": summary.get("final", {}),
+  for point in points:
+    summary = _summary(point)
+    runs.append({"label": labels[point.name], "grad_clip": point.config.train.grad_clip,
+                 "workdir": point.workdir, "final": summary.get("final", {}),
                  "skipped_updates": summary.get("skipped_updates")})
   data = {"task": config.task.name, "length": config.task.length,
           "hidden": config.model.hidden_size, "train_scale": float(train_scale),
@@ -130,8 +151,10 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
         train_steps: int = 300, num_examples: int = 64,
         scales: Sequence[float] = (1.0, 1.5, 2.0, 3.0), train_scale: float = 2.0,
         results_dir: str | None = None, out: str | None = None,
-        command: str | None = None) -> str:
-  """One study and its plot; returns the plot's path.
+        command: str | None = None, parallel: int = 1, launcher: str = "inline",
+        resources: launch.Resources = launch.Resources()) -> str | None:
+  """One study and its plot; returns the plot's path (None while Slurm jobs train its runs:
+  run it again when they are done).
 
   Args:
     config: train briefly from this config (`gradient_flow_study`, or `exploding_study` with
@@ -140,6 +163,7 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     results_dir: directory of the plot (PLOT_FILE or EXPLODING_PLOT_FILE); None: the study's own
       directory (workdir, or train_dir).
     out: the plot's path, overriding results_dir.
+    parallel, launcher, resources: how the study's runs are trained (`launch.train_points`).
     The others: as in the studies.
   """
   if (config is None) == (workdir is None):
@@ -149,11 +173,14 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     own_dir, name, draw = workdir, PLOT_FILE, plots.gradient_flow
   elif exploding:
     data = exploding_study(config, scales, train_scale, train_steps, train_dir, num_examples,
-                           command)
+                           command, parallel, launcher, resources)
     own_dir, name, draw = train_dir, EXPLODING_PLOT_FILE, plots.exploding
   else:
-    data = gradient_flow_study(config, cell_names, train_dir, train_steps, num_examples, command)
+    data = gradient_flow_study(config, cell_names, train_dir, train_steps, num_examples, command,
+                               parallel, launcher, resources)
     own_dir, name, draw = train_dir, PLOT_FILE, plots.gradient_flow
+  if data is None:
+    return None
   path = out or os.path.join(results_dir or own_dir, name)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   draw(data, path)

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 import ml_collections
+from absl import logging
 
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import sweep
@@ -81,12 +82,14 @@ class Launched:
     job_ids: one submitit job id per job ("1234_0", ... on Slurm).
     rows: the merged table rows (local, or nothing to submit); None while Slurm jobs run.
     merge_command: the command that rebuilds the table once Slurm jobs are done.
+    running: jobs were submitted and not waited for (Slurm): their points are not done yet.
   """
 
   submitted: list[str]
   job_ids: list[str]
   rows: list[dict[str, Any]] | None
   merge_command: str
+  running: bool = False
 
 
 def require_submitit() -> ModuleType:
@@ -174,14 +177,66 @@ def _wait(jobs: Sequence[Any], groups: Sequence[Sequence[sweep.Point]]) -> None:
                       "skipped and the others resume from their checkpoints.")
 
 
+def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str,
+                  resources: Resources = Resources(), executor: Any = None,
+                  merge_command: str | None = None) -> Launched:
+  """Submits the unfinished of `points` (made and listed in base_workdir's manifest by the
+  caller) as jobs through submitit: what a study calls instead of `sweep.run_points`.
+
+  "local" waits for the jobs (RnnlabError naming the failed points and their logs); "slurm"
+  returns after submission. rows is None here: the caller builds its table or report (for a
+  sweep, `sweep.merge`) once the points are done. `executor` replaces the one `make_executor`
+  would build (tests).
+  """
+  if launcher not in ("local", "slurm"):
+    raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+  resources.check()
+  require_submitit()
+  merge_command = merge_command or f"python -m experiments.sweep --merge --workdir={base_workdir}"
+  pending = pending_points(points)
+  groups = job_groups(pending, launcher, resources)
+  if not groups:
+    return Launched([], [], None, merge_command)
+  if executor is None:
+    executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
+  specs = [[sweep.point_spec(p) for p in group] for group in groups]
+  submitit = require_submitit()
+  try:
+    jobs = executor.map_array(run_job, specs)
+  except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
+    raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
+  launched = Launched([p.name for p in pending], [str(job.job_id) for job in jobs], None,
+                      merge_command, running=launcher == "slurm")
+  if launcher == "local":
+    _wait(jobs, groups)
+  return launched
+
+
+def train_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str = "inline",
+                 parallel: int = 1, resources: Resources = Resources()) -> Launched | None:
+  """How a study trains its points: "inline" in `parallel` worker processes here
+  (`sweep.run_points`, returns None once they are done), or "local"/"slurm" as submitit jobs
+  (`launch_points`: "local" waits for them; "slurm" returns at once with `running` set).
+  Either way a finished point is not trained again, so running the study again after its Slurm
+  jobs are done goes on to its analysis."""
+  if launcher == "inline":
+    sweep.run_points(points, parallel=parallel)
+    return None
+  launched = launch_points(points, base_workdir, launcher, resources)
+  if launched.submitted:
+    logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
+                 launcher, " ".join(launched.job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
+  return launched
+
+
 def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],
                  base_workdir: str, launcher: str, resources: Resources = Resources(),
                  executor: Any = None) -> Launched:
-  """Submits the sweep's unfinished points as jobs through submitit.
+  """Submits the sweep's unfinished points as jobs through submitit (`launch_points`).
 
   Every point is made and validated first (ConfigError before anything is submitted). "local"
-  waits for the jobs and writes the table; "slurm" returns after submission (rows is None).
-  `executor` replaces the one `make_executor` would build (tests).
+  waits for the jobs and writes the table; "slurm" returns after submission (rows is None) and
+  writes the table as it stands.
   """
   if launcher not in ("local", "slurm"):
     raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
@@ -192,23 +247,8 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
   axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
   os.makedirs(base_workdir, exist_ok=True)
   sweep.write_manifest(base_workdir, points, axes)
-  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
-  pending = pending_points(points)
-  groups = job_groups(pending, launcher, resources)
-  if not groups:
-    return Launched([], [], sweep.merge(base_workdir), merge_command)
-  if executor is None:
-    executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
-  specs = [[sweep.point_spec(p) for p in group] for group in groups]
-  submitit = require_submitit()
-  try:
-    jobs = executor.map_array(run_job, specs)
-  except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
-    raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
-  submitted = [p.name for p in pending]
-  job_ids = [str(job.job_id) for job in jobs]
-  if launcher == "slurm":
-    sweep.merge(base_workdir)  # the table as it stands: the submitted points are not run yet
-    return Launched(submitted, job_ids, None, merge_command)
-  _wait(jobs, groups)
-  return Launched(submitted, job_ids, sweep.merge(base_workdir), merge_command)
+  launched = launch_points(points, base_workdir, launcher, resources, executor)
+  rows = sweep.merge(base_workdir)  # on Slurm: the table as it stands, the jobs are not done
+  if launcher == "slurm" and launched.submitted:
+    return launched
+  return dataclasses.replace(launched, rows=rows)

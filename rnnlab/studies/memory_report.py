@@ -33,10 +33,14 @@ def machine_description() -> str:
           f"flax {flax.__version__}, optax {optax.__version__}")
 
 
-def session_record(workers: int, seed_map: str) -> dict[str, Any]:
-  """What the report says of one training session: when, where, how loaded, how parallel."""
-  return {"started": now(), "machine": machine_description(), "workers": workers,
-          "load": os.getloadavg()[0], "seed_map": seed_map}
+def session_record(workers: int, seed_map: str, launcher: str = "inline") -> dict[str, Any]:
+  """What the report says of one training session: when, where, how loaded, how parallel
+  (`workers` processes, or jobs at once for the "local" and "slurm" launchers)."""
+  record = {"started": now(), "machine": machine_description(), "workers": workers,
+            "load": os.getloadavg()[0], "seed_map": seed_map}
+  if launcher != "inline":
+    record["launcher"] = launcher
+  return record
 
 
 TITLE = "Comparison study: vanilla RNN, LSTM and GRU on the copy and adding tasks"
@@ -152,7 +156,9 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
   lines.append(f"- Date: study started {manifest.get('started', '?')}")
   for session in manifest.get("sessions", []):
     lines.append(f"- Session started {session['started']}: {session['machine']}; "
-                 f"{session['workers']} worker process(es); load average "
+                 + (f"{session['workers']} worker process(es)" if "launcher" not in session else
+                    f"launcher={session['launcher']}, at most {session['workers']} jobs at once")
+                 + "; load average "
                  f"{session['load']:.1f} at its start; seeds mapped by {session['seed_map']}")
   lines.append(
       f"- Budget per point: at most {t['num_steps']} steps (a point stops early once every seed "

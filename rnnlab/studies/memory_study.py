@@ -14,13 +14,14 @@ from typing import Any, Sequence
 import ml_collections
 
 from rnnlab.errors import ConfigError
-from rnnlab.studies import horizon, memory_grid, memory_report, sweep, sweep_table
+from rnnlab.studies import horizon, launch, memory_grid, memory_report, sweep, sweep_table
 from rnnlab.training import metrics_log
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, command: str,
         from_workdirs: bool = False, default_grid: dict[str, Any] | None = None,
-        num_shards: int = 1, shard_index: int = 0, parallel: int = 1) -> list[dict[str, Any]]:
+        num_shards: int = 1, shard_index: int = 0, parallel: int = 1, launcher: str = "inline",
+        resources: launch.Resources = launch.Resources()) -> list[dict[str, Any]]:
   """Trains every unfinished grid point (unless `from_workdirs`) and writes the report.
 
   A study accumulates: running a second grid (e.g. a declared subset with other lengths) into
@@ -37,6 +38,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     default_grid: the default `compare` section, to say in the header if a subset was run.
     num_shards, shard_index: run only every num_shards-th point (see `sweep.shard`).
     parallel: worker processes that train this shard's points (see `sweep.run_points`).
+    launcher: "inline" trains here (in `parallel` workers); "local" or "slurm" submits the
+      unfinished points as submitit jobs (`launch.launch_points`, with `resources`): "local"
+      waits for them, "slurm" returns at once and the report covers the points finished so far
+      (rebuild it with from_workdirs once the jobs are done).
 
   Returns:
     The report's rows (one per point).
@@ -49,7 +54,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     mine = sweep.shard(new_points, num_shards, shard_index)
     from rnnlab.training import train  # local: keeps the report code free of model imports
     seed_map = train.resolve_seed_map(config.train.seed_map, config.train.num_seeds)
-    session = memory_report.session_record(min(parallel, max(len(mine), 1)), seed_map)
+    if launcher == "inline":
+      session = memory_report.session_record(min(parallel, max(len(mine), 1)), seed_map)
+    else:
+      at_once = (resources.local_parallelism if launcher == "local"
+                 else resources.array_parallelism)
+      session = memory_report.session_record(at_once, seed_map, launcher)
     manifest = {"commands": [command], "default_grid": default_grid,
                 "train": config.train.to_dict(), "model": config.model.to_dict(),
                 "variants": {k: str(v) for k, v in config.compare.get("overrides", {}).items()},
@@ -65,7 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
-    sweep.run_points(mine, parallel=parallel)
+    launch.train_points(mine, workdir, launcher, parallel, resources)
   rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
   memory_report.write_report(rows, manifest, results_dir, workdir,
                              name=memory_grid.report_name(config),

@@ -1,9 +1,9 @@
 """The seq2seq bottleneck, measured: exact match vs source length with and without attention.
 
-Trains one model per attention variant (`model.attention` set per variant on one base config)
-with `rnnlab.training.train.train_and_evaluate` into <workdir_root>/<variant> (an existing workdir
-resumes, a finished one is only re-evaluated), evaluates each with greedy decoding on fresh
-held-out batches, and writes to results_dir (by default workdir_root itself):
+Trains one model per attention variant (`model.attention` set per variant on one base config),
+each a point of `rnnlab.studies.sweep` in <workdir_root>/<variant> (an interrupted one resumes, a
+finished one is only re-evaluated; `launch.train_points` trains them, in worker processes or as
+submitit jobs), evaluates each with greedy decoding on fresh held-out batches, and writes to results_dir (by default workdir_root itself):
   seq2seq_bottleneck.csv   exact match and token accuracy per source length, per variant (data)
   seq2seq_bottleneck.png   exact match vs source length, one line per variant
   seq2seq_attention.png    attention weights of the first attention variant on one long example
@@ -23,13 +23,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
 from rnnlab.analysis import next_char_chart
 from rnnlab.errors import ConfigError
 from rnnlab.models import seq2seq
+from rnnlab.studies import launch, sweep, sweep_table
 from rnnlab.tasks import translation
-from rnnlab.training import evaluation, train
+from rnnlab.training import evaluation
 
 REPORT_FILE = "seq2seq.md"
 
@@ -45,11 +45,14 @@ def _decode_examples(workdir: str, key: jax.Array, count: int) -> dict[str, Any]
 
 
 def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: list[str],
-              results_dir: str | None, eval_batches: int, machine: str, command: str
-              ) -> dict[str, Any]:
-  """Trains, evaluates and reports every variant; returns {variant: final metrics}.
+              results_dir: str | None, eval_batches: int, machine: str, command: str,
+              parallel: int = 1, launcher: str = "inline",
+              resources: launch.Resources = launch.Resources()) -> dict[str, Any] | None:
+  """Trains, evaluates and reports every variant; returns {variant: final metrics}, or None
+  while Slurm jobs still train the variants (run it again when they are done).
 
   results_dir: where the table and plots go; None: workdir_root.
+  parallel, launcher, resources: how the variants are trained (`launch.train_points`).
   """
   unknown = [v for v in variants if v not in seq2seq.ATTENTION_KINDS]
   if unknown or not variants:
@@ -57,16 +60,18 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
                       f"{', '.join(seq2seq.ATTENTION_KINDS)}")
   if config.task.name != "translation":
     raise ConfigError(f"config.task.name={config.task.name!r}: the study needs 'translation'")
+  # One sweep point per variant, in workdir_root/<variant>: resumable, in parallel workers.
+  points = sweep.make_points(config, [(("model.attention", v),) for v in variants],
+                             workdir_root, names=variants)
+  launched = launch.train_points(points, workdir_root, launcher, parallel, resources)
+  if launched is not None and launched.running:
+    return None
   results: dict[str, dict[str, Any]] = {}
-  for variant in variants:
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.model.attention = variant
-    workdir = os.path.join(workdir_root, variant)
-    logging.info("training attention=%s in %s", variant, workdir)
-    summary = train.train_and_evaluate(cfg, workdir)
-    metrics = evaluation.evaluate_workdir(workdir, eval_batches=eval_batches)
-    results[variant] = {**metrics, "wall_time_sec": summary["wall_time_sec"],
-                        "steps": summary["steps"], "workdir": workdir}
+  for variant, point in zip(variants, points):
+    summary = sweep_table.read_json(os.path.join(point.workdir, sweep.SUMMARY_FILE)) or {}
+    metrics = evaluation.evaluate_workdir(point.workdir, eval_batches=eval_batches)
+    results[variant] = {**metrics, "wall_time_sec": summary.get("wall_time_sec", 0.0),
+                        "steps": summary.get("steps"), "workdir": point.workdir}
 
   results_dir = workdir_root if results_dir is None else results_dir
   task = translation.TranslationTask.from_config(config.task)

@@ -197,10 +197,12 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
 
   parallel: worker processes. 1 runs the points one after another in this process; N > 1 starts
   min(N, unfinished points) fresh Python processes (spawned, never forked from this JAX process)
-  that take the points one at a time as they free up. XLA:CPU runs a scan's body on one thread,
-  so on a 2-core machine a second worker uses the core one run leaves idle. Each point is an
-  ordinary resumable run in its own workdir, so a killed study resumes where it stopped. `run`
-  must then be a module-level function (it is pickled to the workers).
+  that take the points one at a time, in the given order, as they free up. XLA:CPU runs a scan's
+  steps one after another, so on a 2-core machine a second worker uses the core one run leaves
+  mostly idle; each worker is pinned to its share of the CPUs (`worker_cpus`) and exits when
+  this process dies. Each point is an ordinary resumable run in its own workdir, so a killed
+  study resumes where it stopped. `run` must then be a module-level function (it is pickled to
+  the workers).
   """
   if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
     raise ConfigError(f"parallel must be an integer >= 1, got {parallel!r}")
@@ -209,9 +211,13 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
     return [run(p) for p in points]
   workers = min(parallel, len(pending))
   context = multiprocessing.get_context("spawn")
+  cpus = context.Queue()
+  for cpu in worker_cpus(workers):
+    cpus.put(cpu)
   results: dict[str, Any] = {}
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              initializer=_init_worker) as pool:
+                                              initializer=_init_worker,
+                                              initargs=(cpus, os.getpid())) as pool:
     futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
     try:
       for future in concurrent.futures.as_completed(futures):
@@ -222,9 +228,35 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
   return [results[p.name] if p.name in results else run(p) for p in points]
 
 
-def _init_worker() -> None:
+def worker_cpus(workers: int) -> list[set[int] | None]:
+  """The CPUs each of `workers` worker processes is pinned to: this process's CPUs split into
+  `workers` disjoint equal parts (on 2 cores, one each: two runs sharing both cores thrash each
+  other's caches and threads); None (unpinned) for all when the workers outnumber the CPUs or
+  the OS cannot pin."""
+  if not hasattr(os, "sched_getaffinity"):
+    return [None] * workers
+  available = sorted(os.sched_getaffinity(0))
+  share = len(available) // workers
+  if share < 1:
+    return [None] * workers
+  return [set(available[i * share:(i + 1) * share]) for i in range(workers)]
+
+
+def _init_worker(cpus: Any, parent_pid: int) -> None:
+  import threading
+  import time
+
   from absl import logging
   logging.set_verbosity(logging.INFO)
+  mine = cpus.get()
+  if mine is not None:
+    os.sched_setaffinity(0, mine)
+
+  def exit_with_parent() -> None:  # a killed study must not leave its workers training
+    while os.getppid() == parent_pid:
+      time.sleep(1.0)
+    os._exit(1)
+  threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
 def _run_spec(run: Callable[[Point], Any], spec: dict[str, Any]) -> Any:
