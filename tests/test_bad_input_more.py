@@ -134,6 +134,7 @@ def charlm_run(env, tmp_path_factory) -> str:
   return workdir
 
 
+@pytest.mark.slow
 def test_generate_to_an_unwritable_plot_prints_the_text_first(env, charlm_run, tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
@@ -149,6 +150,7 @@ def test_generate_to_an_unwritable_plot_prints_the_text_first(env, charlm_run, t
 
 
 @pytest.mark.parametrize("top_k", ["0", "-3"])
+@pytest.mark.slow
 def test_generate_refuses_a_top_k_below_one(env, charlm_run, tmp_path, top_k):
   result = _run(env, "experiments.generate", f"--workdir={charlm_run}", "--length=5",
                 f"--top_k={top_k}", f"--plot={tmp_path}/chart.png")

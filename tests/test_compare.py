@@ -177,6 +177,7 @@ def test_bad_cell_variant_is_a_config_error(tmp_path):
     memory_grid.make_points(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_horizon_study_writes_its_own_report(tmp_path):
   """A tiny study named "horizon": horizon.* files, a chrono point that trained with its T_max,
   the copy threshold applied, and the long-delay verdicts."""

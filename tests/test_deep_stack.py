@@ -122,7 +122,8 @@ def test_config_errors(key, value, match):
     config_check.validate(config)
 
 
-@pytest.mark.parametrize("cell", [pytest.param("mingru", marks=pytest.mark.slow), "lstm"])
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["mingru", "lstm"])
 def test_trains_through_the_trainer(cell):
   """A deep residual stack from the config trains (loss falls) on the adding problem."""
   config = base.get_config()

@@ -219,7 +219,7 @@ def test_gradient_flow_study_submits_its_runs_then_reports_on_the_rerun(tmp_path
   result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "#SBATCH --array=0-1%" in (tmp_path / "job.sh").read_text()  # one task per cell
-  assert "run the same command again when they are done" in result.stdout
+  assert "run the same command again when they are done to draw the plot" in result.stdout
   assert not (train_dir / "gradient_flow.png").exists()
   # The jobs' work, done here: the same points trained inline; the Slurm command then submits
   # nothing and draws the plot from them.
@@ -231,4 +231,25 @@ def test_gradient_flow_study_submits_its_runs_then_reports_on_the_rerun(tmp_path
   assert again.returncode == 0, again.stderr[-2000:]
   assert not (tmp_path / "job.sh").exists()  # nothing submitted
   assert json.loads(again.stdout.strip().splitlines()[-1]) == {
+      "plot": str(train_dir / "gradient_flow.png")}
+
+
+def test_gradient_flow_study_in_shards(tmp_path):
+  """--num_shards=2: each shard trains its cell only; the plot comes once both are finished."""
+  train_dir = tmp_path / "flow"
+  args = [sys.executable, "-m", "experiments.gradient_flow", "--config=configs/adding.py",
+          "--config.task.length=5", "--config.model.hidden_size=8", "--config.train.batch_size=8",
+          "--cells=vanilla,gru", "--train_steps=4", "--num_examples=4", f"--train_dir={train_dir}",
+          "--num_shards=2"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  first = subprocess.run(args + ["--shard_index=0"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "are not finished" in first.stdout and not (train_dir / "gradient_flow.png").exists()
+  assert (train_dir / "vanilla" / "summary.json").exists()
+  assert not (train_dir / "gru").exists()
+  second = subprocess.run(args + ["--shard_index=1"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert json.loads(second.stdout.strip().splitlines()[-1]) == {
       "plot": str(train_dir / "gradient_flow.png")}

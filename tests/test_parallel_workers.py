@@ -28,6 +28,7 @@ def _quick():
   return config
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_table_of_one(tmp_path):
   tables = {}
   for workers in (1, 2):

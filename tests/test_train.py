@@ -168,6 +168,7 @@ def test_stop_when_solved_records_steps_to_solve(tmp_path):
   assert summary["solved"] and summary["steps_to_solve"] == 10 and summary["steps"] == 10
 
 
+@pytest.mark.slow
 def test_seeds_in_one_program(tmp_path):
   one = train.train_and_evaluate(tiny_config(num_steps=10), str(tmp_path / "one"))
   two = train.train_and_evaluate(tiny_config(num_steps=10, num_seeds=2), str(tmp_path / "two"))

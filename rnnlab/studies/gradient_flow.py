@@ -35,13 +35,6 @@ def _write(path: str, data: dict[str, Any]) -> None:
   run_folder.atomic_write(path, json.dumps(data, indent=1))
 
 
-def _submitted(points: list[sweep.Point], train_dir: str, launcher: str, parallel: int,
-               resources: launch.Resources) -> bool:
-  """Trains the points (`launch.train_points`); True if they went to Slurm jobs not done yet."""
-  launched = launch.train_points(points, train_dir, launcher, parallel, resources)
-  return launched is not None and launched.running
-
-
 def _summary(point: sweep.Point) -> dict[str, Any]:
   return sweep_table.read_json(os.path.join(point.workdir, sweep.SUMMARY_FILE)) or {}
 
@@ -49,18 +42,20 @@ def _summary(point: sweep.Point) -> dict[str, Any]:
 def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[str],
                         train_dir: str, train_steps: int, num_examples: int = 64,
                         command: str | None = None, parallel: int = 1,
-                        launcher: str = "inline", resources: launch.Resources = launch.Resources()
-                        ) -> dict[str, Any] | None:
+                        launcher: str = "inline", resources: launch.Resources = launch.Resources(),
+                        num_shards: int = 1, shard_index: int = 0) -> dict[str, Any] | None:
   """Norms at initialisation and after `train_steps` steps for each cell; writes and returns
   train_dir/gradient_flow.json. The runs are sweep points in train_dir/<cell> (resumable, a
   finished one is not trained again), trained by `launch.train_points` (in `parallel` worker
-  processes, or as submitit jobs); None while Slurm jobs still train them."""
+  processes or as submitit jobs, this shard's only); None while some are not finished (other
+  shards, Slurm jobs)."""
   base = gradient_flow.one_seed(config)
   base.train.num_steps = train_steps
   base.train.stop_when_solved = False
   points = sweep.make_points(base, [(("model.cell", name),) for name in cell_names], train_dir,
                              names=list(cell_names))
-  if _submitted(points, train_dir, launcher, parallel, resources):
+  if not launch.train_points(points, train_dir, launcher, parallel, resources, num_shards,
+                             shard_index):
     return None
   at_init = [gradient_flow.norms_at_init(p.config, num_examples).tolist() for p in points]
   runs = []
@@ -101,15 +96,16 @@ def gradient_flow_of_workdir(workdir: str, num_examples: int = 64,
 def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
                     train_scale: float, train_steps: int, train_dir: str,
                     num_examples: int = 64, command: str | None = None, parallel: int = 1,
-                    launcher: str = "inline", resources: launch.Resources = launch.Resources()
-                    ) -> dict[str, Any] | None:
+                    launcher: str = "inline", resources: launch.Resources = launch.Resources(),
+                    num_shards: int = 1, shard_index: int = 0) -> dict[str, Any] | None:
   """The exploding case for a vanilla tanh RNN.
 
   Norms at initialisation for each recurrent scale (config.model.recurrent_scale), then
   training at `train_scale` with config.train.grad_clip and with clipping off (both with
   on_nonfinite="skip", so a run whose gradients overflow keeps going and shows it): sweep points
-  in train_dir/clip and train_dir/noclip, trained by `launch.train_points` (None while Slurm
-  jobs still train them). Writes and returns train_dir/gradient_flow_exploding.json.
+  in train_dir/clip and train_dir/noclip, trained by `launch.train_points` (None while some are
+  not finished: other shards, Slurm jobs). Writes and returns
+  train_dir/gradient_flow_exploding.json.
   """
   base = gradient_flow.one_seed(config)
   base.model.cell = "vanilla"
@@ -130,7 +126,8 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
   labels = {"clip": f"global-norm clip {clip}", "noclip": "no clipping"}
   points = sweep.make_points(trained, [(("train.grad_clip", clip),), (("train.grad_clip", 0.0),)],
                              train_dir, names=list(labels))
-  if _submitted(points, train_dir, launcher, parallel, resources):
+  if not launch.train_points(points, train_dir, launcher, parallel, resources, num_shards,
+                             shard_index):
     return None
   runs = []
   for point in points:
@@ -152,9 +149,10 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
         scales: Sequence[float] = (1.0, 1.5, 2.0, 3.0), train_scale: float = 2.0,
         results_dir: str | None = None, out: str | None = None,
         command: str | None = None, parallel: int = 1, launcher: str = "inline",
-        resources: launch.Resources = launch.Resources()) -> str | None:
-  """One study and its plot; returns the plot's path (None while Slurm jobs train its runs:
-  run it again when they are done).
+        resources: launch.Resources = launch.Resources(), num_shards: int = 1,
+        shard_index: int = 0) -> str | None:
+  """One study and its plot; returns the plot's path (None while some of its runs are not
+  finished: other shards, Slurm jobs; run it again when they are done).
 
   Args:
     config: train briefly from this config (`gradient_flow_study`, or `exploding_study` with
@@ -163,7 +161,8 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     results_dir: directory of the plot (PLOT_FILE or EXPLODING_PLOT_FILE); None: the study's own
       directory (workdir, or train_dir).
     out: the plot's path, overriding results_dir.
-    parallel, launcher, resources: how the study's runs are trained (`launch.train_points`).
+    parallel, launcher, resources, num_shards, shard_index: how the study's runs are trained
+      (`launch.train_points`).
     The others: as in the studies.
   """
   if (config is None) == (workdir is None):
@@ -173,11 +172,11 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     own_dir, name, draw = workdir, PLOT_FILE, plots.gradient_flow
   elif exploding:
     data = exploding_study(config, scales, train_scale, train_steps, train_dir, num_examples,
-                           command, parallel, launcher, resources)
+                           command, parallel, launcher, resources, num_shards, shard_index)
     own_dir, name, draw = train_dir, EXPLODING_PLOT_FILE, plots.exploding
   else:
     data = gradient_flow_study(config, cell_names, train_dir, train_steps, num_examples, command,
-                               parallel, launcher, resources)
+                               parallel, launcher, resources, num_shards, shard_index)
     own_dir, name, draw = train_dir, PLOT_FILE, plots.gradient_flow
   if data is None:
     return None

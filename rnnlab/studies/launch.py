@@ -82,14 +82,12 @@ class Launched:
     job_ids: one submitit job id per job ("1234_0", ... on Slurm).
     rows: the merged table rows (local, or nothing to submit); None while Slurm jobs run.
     merge_command: the command that rebuilds the table once Slurm jobs are done.
-    running: jobs were submitted and not waited for (Slurm): their points are not done yet.
   """
 
   submitted: list[str]
   job_ids: list[str]
   rows: list[dict[str, Any]] | None
   merge_command: str
-  running: bool = False
 
 
 def require_submitit() -> ModuleType:
@@ -206,27 +204,31 @@ def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: st
   except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
     raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
   launched = Launched([p.name for p in pending], [str(job.job_id) for job in jobs], None,
-                      merge_command, running=launcher == "slurm")
+                      merge_command)
   if launcher == "local":
     _wait(jobs, groups)
   return launched
 
 
 def train_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str = "inline",
-                 parallel: int = 1, resources: Resources = Resources()) -> Launched | None:
-  """How a study trains its points: "inline" in `parallel` worker processes here
-  (`sweep.run_points`, returns None once they are done), or "local"/"slurm" as submitit jobs
-  (`launch_points`: "local" waits for them; "slurm" returns at once with `running` set).
-  Either way a finished point is not trained again, so running the study again after its Slurm
-  jobs are done goes on to its analysis."""
+                 parallel: int = 1, resources: Resources = Resources(), num_shards: int = 1,
+                 shard_index: int = 0) -> bool:
+  """How a study trains its points; True once every point is finished (its analysis can go on).
+
+  Only this shard's points (`sweep.shard`) are trained: "inline" in `parallel` worker processes
+  here (`sweep.run_points`), "local" or "slurm" as submitit jobs (`launch_points`: "local"
+  waits for them, "slurm" returns at once). A finished point is never trained again, so running
+  the study again once its other shards or its Slurm jobs are done goes on to its analysis.
+  """
+  mine = sweep.shard(points, num_shards, shard_index)
   if launcher == "inline":
-    sweep.run_points(points, parallel=parallel)
-    return None
-  launched = launch_points(points, base_workdir, launcher, resources)
-  if launched.submitted:
-    logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
-                 launcher, " ".join(launched.job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
-  return launched
+    sweep.run_points(mine, parallel=parallel)
+  else:
+    launched = launch_points(mine, base_workdir, launcher, resources)
+    if launched.submitted:
+      logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
+                   launcher, " ".join(launched.job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
+  return all(sweep.status(p) in ("finished", "diverged") for p in points)
 
 
 def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],

@@ -75,7 +75,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
-    launch.train_points(mine, workdir, launcher, parallel, resources)
+    launch.train_points(new_points, workdir, launcher, parallel, resources, num_shards,
+                        shard_index)
   rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
   memory_report.write_report(rows, manifest, results_dir, workdir,
                              name=memory_grid.report_name(config),

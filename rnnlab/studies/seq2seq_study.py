@@ -3,7 +3,8 @@
 Trains one model per attention variant (`model.attention` set per variant on one base config),
 each a point of `rnnlab.studies.sweep` in <workdir_root>/<variant> (an interrupted one resumes, a
 finished one is only re-evaluated; `launch.train_points` trains them, in worker processes or as
-submitit jobs), evaluates each with greedy decoding on fresh held-out batches, and writes to results_dir (by default workdir_root itself):
+submitit jobs), evaluates each with greedy decoding on fresh held-out batches, and writes to
+results_dir (by default workdir_root itself):
   seq2seq_bottleneck.csv   exact match and token accuracy per source length, per variant (data)
   seq2seq_bottleneck.png   exact match vs source length, one line per variant
   seq2seq_attention.png    attention weights of the first attention variant on one long example
@@ -47,12 +48,14 @@ def _decode_examples(workdir: str, key: jax.Array, count: int) -> dict[str, Any]
 def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: list[str],
               results_dir: str | None, eval_batches: int, machine: str, command: str,
               parallel: int = 1, launcher: str = "inline",
-              resources: launch.Resources = launch.Resources()) -> dict[str, Any] | None:
+              resources: launch.Resources = launch.Resources(), num_shards: int = 1,
+              shard_index: int = 0) -> dict[str, Any] | None:
   """Trains, evaluates and reports every variant; returns {variant: final metrics}, or None
-  while Slurm jobs still train the variants (run it again when they are done).
+  while some variants are not finished (other shards, Slurm jobs: run it again when they are).
 
   results_dir: where the table and plots go; None: workdir_root.
-  parallel, launcher, resources: how the variants are trained (`launch.train_points`).
+  parallel, launcher, resources, num_shards, shard_index: how the variants are trained
+    (`launch.train_points`).
   """
   unknown = [v for v in variants if v not in seq2seq.ATTENTION_KINDS]
   if unknown or not variants:
@@ -63,8 +66,8 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
   # One sweep point per variant, in workdir_root/<variant>: resumable, in parallel workers.
   points = sweep.make_points(config, [(("model.attention", v),) for v in variants],
                              workdir_root, names=variants)
-  launched = launch.train_points(points, workdir_root, launcher, parallel, resources)
-  if launched is not None and launched.running:
+  if not launch.train_points(points, workdir_root, launcher, parallel, resources, num_shards,
+                             shard_index):
     return None
   results: dict[str, dict[str, Any]] = {}
   for variant, point in zip(variants, points):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -48,7 +48,7 @@ class Checkpointer:
     self.latest = ocp.CheckpointManager(
         self.directory, options=_options("latest", read_only, max_to_keep=keep),
         item_handlers=ocp.StandardCheckpointHandler())
-    self.best = None
+    self.best, self._best_mode = None, best_mode
     if save_best and best_mode is not None:
       self.best = ocp.CheckpointManager(
           os.path.abspath(os.path.join(workdir, BEST_DIR)),
@@ -67,6 +67,19 @@ class Checkpointer:
     if self.best is not None and np.isfinite(value):
       _writing(self.best.directory, step, lambda: self.best.save(
           step, args=ocp.args.StandardSave(state), metrics={"value": float(value)}, force=True))
+
+  def save_missing_best(self, step: int, state: Any, values: Mapping[int, float]) -> None:
+    """After a resume at `step`: writes its best checkpoint when a kill came after the latest
+    checkpoint of that step but before the best one was written, i.e. when `step` is not kept
+    and its value (`values`: the eval metric by step, from metrics.jsonl) is no worse than the
+    kept best's. Saving it replays the decision orbax made for it in the uninterrupted run."""
+    if self.best is None or step not in values or step in self.best.all_steps():
+      return
+    kept = self.best.best_step()
+    if kept in values and (values[step] < values[kept] if self._best_mode == "max"
+                           else values[step] > values[kept]):
+      return  # it was saved and dropped: not the best
+    self.save_best(step, state, values[step])
 
   def restore(self, state_like: Any, step: int | None = None, best: bool = False) -> Any:
     """Restores `step` (default: latest, or the best one) into the structure, shapes and dtypes
