@@ -64,7 +64,8 @@ def test_residual_layer_norm_matches_hand_written_stack(cell, bidirectional):
 
 
 @pytest.mark.parametrize("cell", ALL_CELLS)
-@pytest.mark.parametrize("residual,norm", [(True, "none"), (False, "rms"), (True, "rms")])
+@pytest.mark.parametrize("residual,norm", [pytest.param(True, "none", marks=pytest.mark.slow),
+                                           (False, "rms"), (True, "rms")])
 def test_fused_equals_reference_and_padding_invariant(cell, residual, norm):
   """Fused and vmapped-reference paths agree (outputs and gradients), and appending padding
   changes nothing at the real steps."""

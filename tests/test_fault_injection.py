@@ -151,6 +151,7 @@ def test_sigint_stops_at_a_step_boundary_and_resumes_exactly(env, straight, tmp_
   _assert_like_straight(workdir, straight)
 
 
+@pytest.mark.slow
 def test_second_trainer_on_a_workdir_is_refused(env, straight, tmp_path):
   workdir = str(tmp_path / "run")
   log = f"{workdir}.log"

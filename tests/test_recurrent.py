@@ -251,7 +251,9 @@ def test_choose_runner(name, method, expect):
 ALL_CELLS = ["vanilla", "irnn", "lstm", "gru", "mingru", "minlstm", "lru"]
 
 
-@pytest.mark.parametrize("name", ALL_CELLS)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("mingru", "minlstm", "lru") else n
+    for n in ALL_CELLS])
 def test_float64_params_and_inputs_run_in_float64(name):
   # Converted torch weights stay float64 under x64: the default carry must follow them.
   from rnnlab.core import fused

@@ -203,6 +203,7 @@ def test_entry_point_get_sweep_bad_value_before_training(tmp_path):
   assert not os.path.exists(tmp_path / "s")
 
 
+@pytest.mark.slow
 def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
   """A point whose loss becomes NaN/inf is a result: recorded in diverged.json, reported with
   its step, skipped on a rerun, and the other points still train."""

@@ -176,10 +176,9 @@ def _wait(jobs: Sequence[Any], groups: Sequence[Sequence[sweep.Point]]) -> None:
 
 
 def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str,
-                  resources: Resources = Resources(), executor: Any = None,
-                  merge_command: str | None = None) -> Launched:
-  """Submits the unfinished of `points` (made and listed in base_workdir's manifest by the
-  caller) as jobs through submitit: what a study calls instead of `sweep.run_points`.
+                  resources: Resources = Resources(), executor: Any = None) -> Launched:
+  """Submits the unfinished of `points` (made by the caller, under base_workdir) as jobs
+  through submitit: the launcher counterpart of `sweep.run_points`.
 
   "local" waits for the jobs (RnnlabError naming the failed points and their logs); "slurm"
   returns after submission. rows is None here: the caller builds its table or report (for a
@@ -190,7 +189,7 @@ def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: st
     raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
   resources.check()
   require_submitit()
-  merge_command = merge_command or f"python -m experiments.sweep --merge --workdir={base_workdir}"
+  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
   pending = pending_points(points)
   groups = job_groups(pending, launcher, resources)
   if not groups:

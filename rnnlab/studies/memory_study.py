@@ -39,7 +39,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     num_shards, shard_index: run only every num_shards-th point (see `sweep.shard`).
     parallel: worker processes that train this shard's points (see `sweep.run_points`).
     launcher: "inline" trains here (in `parallel` workers); "local" or "slurm" submits the
-      unfinished points as submitit jobs (`launch.launch_points`, with `resources`): "local"
+      unfinished points as submitit jobs (`launch.train_points`, with `resources`): "local"
       waits for them, "slurm" returns at once and the report covers the points finished so far
       (rebuild it with from_workdirs once the jobs are done).
 
