@@ -19,6 +19,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
@@ -209,6 +210,44 @@ def test_resume_after_deleting_the_latest_checkpoints_by_hand(tmp_path):
   train.train_and_evaluate(config, workdir)  # from scratch
   assert _drop_timing(train.read_metrics(workdir)) == straight
   assert run_folder.checkpoint_steps(workdir, best=True) == best
+
+
+def _best_state(value: float) -> dict:
+  return {"w": np.full((3,), value, np.float32), "step": np.asarray(0, np.int32)}
+
+
+def test_a_kill_between_two_best_saves_leaves_one_best_after_the_resume(tmp_path):
+  """Orbax writes a new best checkpoint, then removes the old one: a kill in between left two, and
+  the old one stayed for ever when no later step was better (seen once in CI's fault injection)."""
+  workdir = str(tmp_path)
+  ckpt = checkpoint.Checkpointer(workdir, best_mode="min")
+  ckpt.save_best(20, _best_state(0.5), 0.5)
+  ckpt.wait()
+  best_dir = os.path.join(workdir, checkpoint.BEST_DIR)
+  shutil.copytree(os.path.join(best_dir, "20"), str(tmp_path / "old20"))
+  ckpt.save_best(40, _best_state(0.3), 0.3)
+  ckpt.close()
+  assert run_folder.checkpoint_steps(workdir, best=True) == [40]
+  shutil.copytree(str(tmp_path / "old20"), os.path.join(best_dir, "20"))  # the kill's leftover
+  ckpt = checkpoint.Checkpointer(workdir, best_mode="min")
+  ckpt.repair_best(40, _best_state(0.3), {20: 0.5, 40: 0.3})
+  ckpt.close()
+  assert run_folder.checkpoint_steps(workdir, best=True) == [40]
+  restored = checkpoint.Checkpointer(workdir, best_mode="min", read_only=True).restore(
+      _best_state(0.0), best=True)
+  np.testing.assert_array_equal(restored["w"], _best_state(0.3)["w"])
+
+
+@pytest.mark.parametrize("value, kept", [(0.3, [40]), (0.7, [20])])
+def test_a_kill_before_the_best_save_of_the_resumed_step_is_replayed(tmp_path, value, kept):
+  """Killed after the latest checkpoint of step 40 but before its best one: the resume writes it
+  when it was the best (as the uninterrupted run did), and leaves the old best when it was not."""
+  workdir = str(tmp_path)
+  ckpt = checkpoint.Checkpointer(workdir, best_mode="min")
+  ckpt.save_best(20, _best_state(0.5), 0.5)
+  ckpt.repair_best(40, _best_state(value), {20: 0.5, 40: value})
+  ckpt.close()
+  assert run_folder.checkpoint_steps(workdir, best=True) == kept
 
 
 def test_rerun_with_fewer_steps_is_refused_and_config_json_kept(tmp_path):

@@ -68,14 +68,26 @@ class Checkpointer:
       _writing(self.best.directory, step, lambda: self.best.save(
           step, args=ocp.args.StandardSave(state), metrics={"value": float(value)}, force=True))
 
-  def save_missing_best(self, step: int, state: Any, values: Mapping[int, float]) -> None:
-    """After a resume at `step`: writes its best checkpoint when a kill came after the latest
-    checkpoint of that step but before the best one was written, i.e. when `step` is not kept
-    and its value (`values`: the eval metric by step, from metrics.jsonl) is no worse than the
-    kept best's. Saving it replays the decision orbax made for it in the uninterrupted run."""
-    if self.best is None or step not in values or step in self.best.all_steps():
+  def repair_best(self, step: int, state: Any, values: Mapping[int, float]) -> None:
+    """After a resume at `step`: makes best_checkpoint/ what the uninterrupted run had after that
+    step -- one checkpoint, the best one -- whatever moment a kill came at.
+
+    A kill between the write of a new best checkpoint and orbax's removal of the old one left two:
+    the worse is removed (orbax's own `best_step` picks, as it did in the uninterrupted run). A kill
+    after the latest checkpoint of `step` but before its best one left none of `step`: it is
+    written when its value (`values`: the eval metric by step, from metrics.jsonl) is no worse
+    than the kept best's, replaying the decision orbax made for it.
+    """
+    if self.best is None:
       return
     kept = self.best.best_step()
+    stale = [s for s in self.best.all_steps() if s != kept]
+    for s in stale if jax.process_index() == 0 else ():  # the run folder's writer, as in rewinds
+      run_files.remove_checkpoint(os.fspath(self.best.directory), s)
+    if stale:
+      self.best.reload()
+    if step not in values or step in self.best.all_steps():
+      return
     if kept in values and (values[step] < values[kept] if self._best_mode == "max"
                            else values[step] > values[kept]):
       return  # it was saved and dropped: not the best

@@ -5,6 +5,7 @@ and checkpoint writers import only this)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 from rnnlab.errors import RnnlabError
 
@@ -14,6 +15,8 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT_DIR = "best_checkpoint"
 TENSORBOARD_DIR = "tensorboard"
+# orbax deletes directories with this marker in their name when it opens a checkpoint directory.
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
@@ -35,6 +38,15 @@ def atomic_write(path: str, data: str | bytes) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def remove_checkpoint(directory: str, step: int) -> None:
+  """Deletes the checkpoint `directory/<step>` so that a kill half-way never leaves a damaged
+  step: it is renamed to an orbax temporary name first, which the next run's checkpoint manager
+  deletes."""
+  doomed = os.path.join(directory, f"{step}{_ORBAX_TMP}-removed")
+  os.replace(os.path.join(directory, str(step)), doomed)
+  shutil.rmtree(doomed)
 
 
 def write_error(path: str, error: OSError) -> RnnlabError:

@@ -24,7 +24,6 @@ import contextlib
 import glob
 import json
 import os
-import shutil
 import socket
 import time
 from typing import Any, Iterator
@@ -34,7 +33,7 @@ import ml_collections
 from absl import logging
 
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.training import defaults, metrics_log
+from rnnlab.training import defaults, metrics_log, run_files
 from rnnlab.training.run_files import (  # noqa: F401
   BEST_CHECKPOINT_DIR,
   CHECKPOINT_DIR,
@@ -54,9 +53,6 @@ RESUMABLE_KEYS = {"num_steps", "log_every", "eval_every", "checkpoint_every",
                   "keep_checkpoints", "stop_when_solved", "on_nonfinite", "seed_map"}
 # A config.json without these sections was not written by rnnlab (or was edited into another file).
 _SECTIONS = ("task", "model", "train")
-# orbax deletes directories with this marker in their name when it opens a checkpoint directory,
-# so a best checkpoint being removed by a rewind that is killed half-way is never listed as a step.
-_ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 def check_workdir(workdir: str) -> None:
@@ -200,11 +196,7 @@ def _rewind(workdir: str, step: int) -> None:
   best_dir = os.path.join(workdir, BEST_CHECKPOINT_DIR)
   for stale in checkpoint_steps(workdir, best=True):
     if stale > step:
-      # Renamed first: a rewind killed inside rmtree leaves an orbax temporary directory, which
-      # the next run's checkpoint manager deletes, never a damaged step.
-      doomed = os.path.join(best_dir, f"{stale}{_ORBAX_TMP}-rewound")
-      os.replace(os.path.join(best_dir, str(stale)), doomed)
-      shutil.rmtree(doomed)
+      run_files.remove_checkpoint(best_dir, stale)
       logging.info("Removed the best checkpoint of step %d (after the resumed step %d): the "
                    "resumed run evaluates that step again.", stale, step)
   for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, LOCK_OWNER_FILE):

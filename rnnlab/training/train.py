@@ -297,8 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = ckpt.restore(state, start)
         logging.info("Resumed from the checkpoint at step %d in %s.", start, ckpt.directory)
         key = f"eval_{task.metric}"
-        ckpt.save_missing_best(start, state, {r["step"]: r[key] for r in metrics_log.read(workdir)
-                                              if key in r})
+        ckpt.repair_best(start, state, {r["step"]: r[key] for r in metrics_log.read(workdir)
+                                        if key in r})
       step = int(np.asarray(state.step).reshape(-1)[0])
       saved_step = start
       solved_all = bool(np.all(np.asarray(state.steps_to_solve) >= 0))
