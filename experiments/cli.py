@@ -53,17 +53,22 @@ def use_safe_cpu_scheduler() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_CPU_FLAG}".strip()
 
 
-# launch.Resources' fields and the `launcher` argument -> the flags that set them.
+# launch.Training's and launch.Resources' fields -> the flags that set them.
 LAUNCH_FLAGS = {"launcher": "launcher", "time_min": "slurm_time_min",
                 "cpus_per_task": "slurm_cpus_per_task", "gpus_per_node": "slurm_gpus_per_node",
                 "array_parallelism": "slurm_array_parallelism", "mem_gb": "slurm_mem_gb",
-                "local_parallelism": "local_parallelism", "parallel": "parallel"}
+                "local_parallelism": "local_parallelism", "parallel": "parallel",
+                "num_shards": "num_shards", "shard_index": "shard_index"}
 
 
-def define_launch_flags() -> Callable[[], Any]:
-  """Defines --launcher, --parallel and the submitit resource flags of an entry point that runs
-  sweep points; returns a function giving the `launch.Resources` they set."""
+def define_launch_flags(points: str = "points") -> Callable[[], Any]:
+  """Defines --launcher, --parallel, --num_shards, --shard_index and the submitit resource flags
+  of an entry point that trains sweep points (`points`: what the help calls them); returns a
+  function giving the `launch.Training` they set."""
   from rnnlab.studies import launch  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_integer("num_shards", 1, f"Split the {points} into this many shards.")
+  flags.DEFINE_integer("shard_index", 0, f"Train the {points} of this shard only.")
 
   flags.DEFINE_enum(
       "launcher", "inline", list(launch.LAUNCHERS),
@@ -83,14 +88,15 @@ def define_launch_flags() -> Callable[[], Any]:
   flags.DEFINE_integer("local_parallelism", 2, "--launcher=local: at most this many processes "
                        "(the points are split among them).")
 
-  def resources() -> launch.Resources:
+  def training() -> launch.Training:
     f = flags.FLAGS
-    return launch.Resources(
+    resources = launch.Resources(
         partition=f.slurm_partition, time_min=f.slurm_time_min,
         cpus_per_task=f.slurm_cpus_per_task, gpus_per_node=f.slurm_gpus_per_node,
         mem_gb=f.slurm_mem_gb, array_parallelism=f.slurm_array_parallelism,
         local_parallelism=f.local_parallelism)
-  return resources
+    return launch.Training(f.launcher, f.parallel, resources, f.num_shards, f.shard_index)
+  return training
 
 
 def as_flags(error: RnnlabError, names: Sequence[str] | Mapping[str, str]) -> RnnlabError:

@@ -36,9 +36,7 @@ _RESULTS = flags.DEFINE_string("results_dir", None,
                                "Where NAME.md, NAME.csv and the plots go (default: --workdir).")
 _FROM_WORKDIRS = flags.DEFINE_bool("from_workdirs", False,
                                    "Rebuild the report from existing workdirs; never train.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the grid points into this many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Train the points of this shard only.")
-_RESOURCES = cli.define_launch_flags()
+_TRAINING = cli.define_launch_flags("grid points")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -70,12 +68,9 @@ def main(argv: list[str]) -> None:
   try:
     rows = memory_study.run(config, _WORKDIR.value, results_dir, _command(),
                             from_workdirs=_FROM_WORKDIRS.value, default_grid=_default_grid(),
-                            num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
-                            parallel=flags.FLAGS.parallel, launcher=flags.FLAGS.launcher,
-                            resources=_RESOURCES())
+                            training=_TRAINING())
   except RnnlabError as e:
-    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "num_shards": "num_shards",
-                           "shard_index": "shard_index"}) from None
+    raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
   name = memory_grid.report_name(config)
   print(memory_study.summary_text(rows))
   print(os.path.join(results_dir, memory_grid.report_files(name)["md"]))

@@ -38,11 +38,7 @@ _RESULTS_DIR = flags.DEFINE_string(
     "results_dir", None, "Directory of the plot (default: --workdir, or --train_dir); "
     "experiments/results regenerates the committed pictures.")
 _OUT = flags.DEFINE_string("out", None, "PNG to write (overrides --results_dir).")
-_RESOURCES = cli.define_launch_flags()
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "--config: split the short runs into this "
-                                   "many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "--config: train the runs of this shard "
-                                    "only.")
+_TRAINING = cli.define_launch_flags("short runs (--config)")
 _EXPLODING = flags.DEFINE_bool("exploding", False, "The exploding case (vanilla RNN, scales).")
 _SCALES = flags.DEFINE_list("scales", ["1.0", "1.5", "2.0", "3.0"],
                             "--exploding: recurrent scales whose norms at init are drawn.")
@@ -61,12 +57,9 @@ def main(argv: list[str]) -> None:
         _CONFIG.value, _WORKDIR.value, exploding=_EXPLODING.value, cell_names=_CELLS.value,
         train_steps=_TRAIN_STEPS.value, train_dir=_TRAIN_DIR.value, num_examples=_EXAMPLES.value,
         scales=[float(s) for s in _SCALES.value], train_scale=_TRAIN_SCALE.value,
-        results_dir=_RESULTS_DIR.value, out=_OUT.value, command=command,
-        parallel=flags.FLAGS.parallel, launcher=flags.FLAGS.launcher, resources=_RESOURCES(),
-        num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value)
+        results_dir=_RESULTS_DIR.value, out=_OUT.value, command=command, training=_TRAINING())
   except RnnlabError as e:
-    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "num_shards": "num_shards",
-                           "shard_index": "shard_index"}) from None
+    raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
   if plot is None:
     print(f"Some short runs in {_TRAIN_DIR.value} are not finished (other shards, or Slurm jobs: "
           f"logs in {_TRAIN_DIR.value}/submitit); run the same command again when they are done "

@@ -33,9 +33,7 @@ _RESULTS_DIR = flags.DEFINE_string(
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8,
                                      "Held-out batches (config.train.eval_batch_size each) for "
                                      "the final per-length evaluation.")
-_RESOURCES = cli.define_launch_flags()
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the variants into this many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Train the variants of this shard only.")
+_TRAINING = cli.define_launch_flags("variants")
 _MACHINE = flags.DEFINE_string("machine", "2 CPU cores", "Machine description for the report.")
 
 
@@ -46,12 +44,9 @@ def main(argv: list[str]) -> None:
   try:
     results = seq2seq_study.run_study(
         _CONFIG.value, _WORKDIR_ROOT.value, _VARIANTS.value, _RESULTS_DIR.value,
-        _EVAL_BATCHES.value, _MACHINE.value, command.strip(), parallel=flags.FLAGS.parallel,
-        launcher=flags.FLAGS.launcher, resources=_RESOURCES(), num_shards=_NUM_SHARDS.value,
-        shard_index=_SHARD_INDEX.value)
+        _EVAL_BATCHES.value, _MACHINE.value, command.strip(), training=_TRAINING())
   except RnnlabError as e:
-    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "variants": "variants",
-                           "num_shards": "num_shards", "shard_index": "shard_index"}) from None
+    raise cli.as_flags(e, {**cli.LAUNCH_FLAGS, "variants": "variants"}) from None
   if results is None:
     print(f"Some variants in {_WORKDIR_ROOT.value} are not finished (other shards, or Slurm "
           f"jobs: logs in {_WORKDIR_ROOT.value}/submitit); run the same command again when they "

@@ -26,10 +26,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _SWEEP = flags.DEFINE_string("sweep", None, "key=v1,v2;key2=v3,... (default: get_sweep() of "
                              "the config file).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Base directory: one sub-workdir per point.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the points into this many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Run the points of this shard only.")
 _MERGE = flags.DEFINE_bool("merge", False, "Only rebuild the table from the workdirs.")
-_RESOURCES = cli.define_launch_flags()
+_TRAINING = cli.define_launch_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -52,19 +50,20 @@ def main(argv: list[str]) -> None:
       overrides = sweep_spec.product(sweep_spec.parse_spec(_SWEEP.value, config))
     else:
       overrides = sweep_spec.from_sweep_object(_sweep_from_config_file(), config)
-    if flags.FLAGS.launcher == "inline":
+    training = _TRAINING()
+    if training.launcher == "inline":
       try:
-        sweep.run_sweep(config, overrides, _WORKDIR.value, _NUM_SHARDS.value, _SHARD_INDEX.value,
-                        parallel=flags.FLAGS.parallel)
+        sweep.run_sweep(config, overrides, _WORKDIR.value, training.num_shards,
+                        training.shard_index, parallel=training.parallel)
       except RnnlabError as e:
-        raise cli.as_flags(e, ("num_shards", "shard_index", "parallel")) from None
+        raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
     else:
-      if _NUM_SHARDS.value != 1:
+      if training.num_shards != 1:
         raise ConfigError("--num_shards splits an inline sweep; with --launcher="
-                          f"{flags.FLAGS.launcher} every unfinished point is submitted (drop it)")
+                          f"{training.launcher} every unfinished point is submitted (drop it)")
       try:
-        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, flags.FLAGS.launcher,
-                                       _RESOURCES())
+        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, training.launcher,
+                                       training.resources)
       except RnnlabError as e:
         raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
       if launched.rows is None:

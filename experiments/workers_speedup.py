@@ -21,7 +21,7 @@ from absl import app, flags
 
 from configs import compare as compare_config
 from experiments import cli, timing
-from rnnlab.studies import memory_report, memory_study, report
+from rnnlab.studies import launch, memory_report, memory_study, report
 from rnnlab.training import run_folder
 
 _CELLS = flags.DEFINE_string("cells", "lstm,gru", "Grid cells (x 2 tasks = the points; the gated "
@@ -112,7 +112,8 @@ def main(argv: list[str]) -> None:
   for workers in (int(w) for w in _WORKERS.value):
     with tempfile.TemporaryDirectory(prefix=f"rnnlab-workers{workers}-") as tmp:
       start = time.perf_counter()
-      points = memory_study.run(_config(), tmp, tmp, "workers_speedup", parallel=workers)
+      points = memory_study.run(_config(), tmp, tmp, "workers_speedup",
+                                training=launch.Training(parallel=workers))
       wall = time.perf_counter() - start
     rows.append({"workers": workers, "points": len(points), "wall": wall})
     print(f"{workers} worker(s): {len(points)} points in {wall:.1f} s", flush=True)

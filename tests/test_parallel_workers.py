@@ -11,7 +11,7 @@ import pytest
 
 from configs import compare as compare_config
 from rnnlab.errors import ConfigError
-from rnnlab.studies import memory_study, report, sweep, sweep_spec
+from rnnlab.studies import launch, memory_study, report, sweep, sweep_spec
 from tests.conftest import ROOT, entry_env, tiny_config
 
 TIMING = {"wall_time_sec", "workdir"}
@@ -33,7 +33,8 @@ def test_two_workers_give_the_table_of_one(tmp_path):
   tables = {}
   for workers in (1, 2):
     base = tmp_path / f"w{workers}"
-    rows = memory_study.run(_quick(), str(base), str(base), "TEST", parallel=workers)
+    rows = memory_study.run(_quick(), str(base), str(base), "TEST",
+                            training=launch.Training(parallel=workers))
     assert [r["status"] for r in rows] == ["finished"] * 4
     tables[workers] = _table(str(base))
   assert tables[1] == tables[2]

@@ -35,27 +35,21 @@ def _write(path: str, data: dict[str, Any]) -> None:
   run_folder.atomic_write(path, json.dumps(data, indent=1))
 
 
-def _summary(point: sweep.Point) -> dict[str, Any]:
-  return sweep_table.read_json(os.path.join(point.workdir, sweep.SUMMARY_FILE)) or {}
-
-
 def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[str],
                         train_dir: str, train_steps: int, num_examples: int = 64,
-                        command: str | None = None, parallel: int = 1,
-                        launcher: str = "inline", resources: launch.Resources = launch.Resources(),
-                        num_shards: int = 1, shard_index: int = 0) -> dict[str, Any] | None:
+                        command: str | None = None,
+                        training: launch.Training = launch.Training()) -> dict[str, Any] | None:
   """Norms at initialisation and after `train_steps` steps for each cell; writes and returns
   train_dir/gradient_flow.json. The runs are sweep points in train_dir/<cell> (resumable, a
-  finished one is not trained again), trained by `launch.train_points` (in `parallel` worker
-  processes or as submitit jobs, this shard's only); None while some are not finished (other
+  finished one is not trained again), trained by `launch.train_points` (in worker processes or
+  as submitit jobs, this shard's only); None while some are not finished (other
   shards, Slurm jobs)."""
   base = gradient_flow.one_seed(config)
   base.train.num_steps = train_steps
   base.train.stop_when_solved = False
   points = sweep.make_points(base, [(("model.cell", name),) for name in cell_names], train_dir,
                              names=list(cell_names))
-  if not launch.train_points(points, train_dir, launcher, parallel, resources, num_shards,
-                             shard_index):
+  if not launch.train_points(points, train_dir, training):
     return None
   at_init = [gradient_flow.norms_at_init(p.config, num_examples).tolist() for p in points]
   runs = []
@@ -63,7 +57,8 @@ def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[
     runs.append({"cell": name, "stage": "init", "step": 0, "norms": init_norms})
     norms, step = gradient_flow.norms_of_workdir(point.workdir, num_examples)
     runs.append({"cell": name, "stage": "trained", "step": step, "norms": norms.tolist(),
-                 "final": _summary(point).get("final", {}), "workdir": point.workdir})
+                 "final": (sweep_table.read_summary(point.workdir) or {}).get("final", {}),
+                 "workdir": point.workdir})
   data = {"task": config.task.name, "length": config.task.length,
           "hidden": config.model.hidden_size, "num_examples": num_examples, "runs": runs,
           "command": command}
@@ -95,9 +90,8 @@ def gradient_flow_of_workdir(workdir: str, num_examples: int = 64,
 
 def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
                     train_scale: float, train_steps: int, train_dir: str,
-                    num_examples: int = 64, command: str | None = None, parallel: int = 1,
-                    launcher: str = "inline", resources: launch.Resources = launch.Resources(),
-                    num_shards: int = 1, shard_index: int = 0) -> dict[str, Any] | None:
+                    num_examples: int = 64, command: str | None = None,
+                    training: launch.Training = launch.Training()) -> dict[str, Any] | None:
   """The exploding case for a vanilla tanh RNN.
 
   Norms at initialisation for each recurrent scale (config.model.recurrent_scale), then
@@ -126,12 +120,11 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
   labels = {"clip": f"global-norm clip {clip}", "noclip": "no clipping"}
   points = sweep.make_points(trained, [(("train.grad_clip", clip),), (("train.grad_clip", 0.0),)],
                              train_dir, names=list(labels))
-  if not launch.train_points(points, train_dir, launcher, parallel, resources, num_shards,
-                             shard_index):
+  if not launch.train_points(points, train_dir, training):
     return None
   runs = []
   for point in points:
-    summary = _summary(point)
+    summary = sweep_table.read_summary(point.workdir) or {}
     runs.append({"label": labels[point.name], "grad_clip": point.config.train.grad_clip,
                  "workdir": point.workdir, "final": summary.get("final", {}),
                  "skipped_updates": summary.get("skipped_updates")})
@@ -148,9 +141,8 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
         train_steps: int = 300, num_examples: int = 64,
         scales: Sequence[float] = (1.0, 1.5, 2.0, 3.0), train_scale: float = 2.0,
         results_dir: str | None = None, out: str | None = None,
-        command: str | None = None, parallel: int = 1, launcher: str = "inline",
-        resources: launch.Resources = launch.Resources(), num_shards: int = 1,
-        shard_index: int = 0) -> str | None:
+        command: str | None = None, training: launch.Training = launch.Training()
+        ) -> str | None:
   """One study and its plot; returns the plot's path (None while some of its runs are not
   finished: other shards, Slurm jobs; run it again when they are done).
 
@@ -161,8 +153,7 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     results_dir: directory of the plot (PLOT_FILE or EXPLODING_PLOT_FILE); None: the study's own
       directory (workdir, or train_dir).
     out: the plot's path, overriding results_dir.
-    parallel, launcher, resources, num_shards, shard_index: how the study's runs are trained
-      (`launch.train_points`).
+    training: how the study's runs are trained (`launch.train_points`).
     The others: as in the studies.
   """
   if (config is None) == (workdir is None):
@@ -172,11 +163,11 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
     own_dir, name, draw = workdir, PLOT_FILE, plots.gradient_flow
   elif exploding:
     data = exploding_study(config, scales, train_scale, train_steps, train_dir, num_examples,
-                           command, parallel, launcher, resources, num_shards, shard_index)
+                           command, training)
     own_dir, name, draw = train_dir, EXPLODING_PLOT_FILE, plots.exploding
   else:
     data = gradient_flow_study(config, cell_names, train_dir, train_steps, num_examples, command,
-                               parallel, launcher, resources, num_shards, shard_index)
+                               training)
     own_dir, name, draw = train_dir, PLOT_FILE, plots.gradient_flow
   if data is None:
     return None

@@ -73,6 +73,33 @@ class Resources:
       raise ConfigError(f"mem_gb must be > 0, got {self.mem_gb!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """How a study trains its points (`train_points`).
+
+  Attributes:
+    launcher: "inline" trains here, in `parallel` worker processes; "local" or "slurm" submits
+      the unfinished points as submitit jobs asking for `resources`.
+    parallel: worker processes of the inline launcher.
+    resources: what each submitted job asks for.
+    num_shards, shard_index: train only this shard's points (`sweep.shard`).
+  """
+
+  launcher: str = "inline"
+  parallel: int = 1
+  resources: Resources = Resources()
+  num_shards: int = 1
+  shard_index: int = 0
+
+  def at_once(self, num_points: int) -> int:
+    """At most how many of `num_points` points train at the same time."""
+    if self.launcher == "inline":
+      return min(self.parallel, max(num_points, 1))
+    if self.launcher == "local":
+      return self.resources.local_parallelism
+    return self.resources.array_parallelism
+
+
 @dataclasses.dataclass
 class Launched:
   """What `launch_sweep` did.
@@ -209,24 +236,25 @@ def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: st
   return launched
 
 
-def train_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str = "inline",
-                 parallel: int = 1, resources: Resources = Resources(), num_shards: int = 1,
-                 shard_index: int = 0) -> bool:
+def train_points(points: Sequence[sweep.Point], base_workdir: str,
+                 training: Training = Training()) -> bool:
   """How a study trains its points; True once every point is finished (its analysis can go on).
 
-  Only this shard's points (`sweep.shard`) are trained: "inline" in `parallel` worker processes
-  here (`sweep.run_points`), "local" or "slurm" as submitit jobs (`launch_points`: "local"
-  waits for them, "slurm" returns at once). A finished point is never trained again, so running
-  the study again once its other shards or its Slurm jobs are done goes on to its analysis.
+  Only this shard's points (`sweep.shard`) are trained: "inline" in `training.parallel` worker
+  processes here (`sweep.run_points`), "local" or "slurm" as submitit jobs (`launch_points`:
+  "local" waits for them, "slurm" returns at once). A finished point is never trained again, so
+  running the study again once its other shards or its Slurm jobs are done goes on to its
+  analysis.
   """
-  mine = sweep.shard(points, num_shards, shard_index)
-  if launcher == "inline":
-    sweep.run_points(mine, parallel=parallel)
+  mine = sweep.shard(points, training.num_shards, training.shard_index)
+  if training.launcher == "inline":
+    sweep.run_points(mine, parallel=training.parallel)
   else:
-    launched = launch_points(mine, base_workdir, launcher, resources)
+    launched = launch_points(mine, base_workdir, training.launcher, training.resources)
     if launched.submitted:
       logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
-                   launcher, " ".join(launched.job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
+                   training.launcher, " ".join(launched.job_ids),
+                   os.path.join(base_workdir, SUBMITIT_DIR))
   return all(sweep.status(p) in ("finished", "diverged") for p in points)
 
 

@@ -20,8 +20,7 @@ from rnnlab.training import metrics_log
 
 def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, command: str,
         from_workdirs: bool = False, default_grid: dict[str, Any] | None = None,
-        num_shards: int = 1, shard_index: int = 0, parallel: int = 1, launcher: str = "inline",
-        resources: launch.Resources = launch.Resources()) -> list[dict[str, Any]]:
+        training: launch.Training = launch.Training()) -> list[dict[str, Any]]:
   """Trains every unfinished grid point (unless `from_workdirs`) and writes the report.
 
   A study accumulates: running a second grid (e.g. a declared subset with other lengths) into
@@ -36,12 +35,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     command: the command line that produced this, for the report header.
     from_workdirs: build the report from the workdirs listed in workdir/sweep.json, no training.
     default_grid: the default `compare` section, to say in the header if a subset was run.
-    num_shards, shard_index: run only every num_shards-th point (see `sweep.shard`).
-    parallel: worker processes that train this shard's points (see `sweep.run_points`).
-    launcher: "inline" trains here (in `parallel` workers); "local" or "slurm" submits the
-      unfinished points as submitit jobs (`launch.train_points`, with `resources`): "local"
-      waits for them, "slurm" returns at once and the report covers the points finished so far
-      (rebuild it with from_workdirs once the jobs are done).
+    training: how the unfinished points of this shard are trained (`launch.train_points`):
+      here in worker processes, or as submitit jobs ("local" waits for them; "slurm" returns at
+      once and the report covers the points finished so far: rebuild it with from_workdirs once
+      the jobs are done).
 
   Returns:
     The report's rows (one per point).
@@ -51,15 +48,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     points = sweep.load_points(workdir)
   else:
     new_points = memory_grid.make_points(config, workdir)
-    mine = sweep.shard(new_points, num_shards, shard_index)
+    mine = sweep.shard(new_points, training.num_shards, training.shard_index)
     from rnnlab.training import train  # local: keeps the report code free of model imports
     seed_map = train.resolve_seed_map(config.train.seed_map, config.train.num_seeds)
-    if launcher == "inline":
-      session = memory_report.session_record(min(parallel, max(len(mine), 1)), seed_map)
-    else:
-      at_once = (resources.local_parallelism if launcher == "local"
-                 else resources.array_parallelism)
-      session = memory_report.session_record(at_once, seed_map, launcher)
+    session = memory_report.session_record(training.at_once(len(mine)), seed_map,
+                                           training.launcher)
     manifest = {"commands": [command], "default_grid": default_grid,
                 "train": config.train.to_dict(), "model": config.model.to_dict(),
                 "variants": {k: str(v) for k, v in config.compare.get("overrides", {}).items()},
@@ -75,8 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
-    launch.train_points(new_points, workdir, launcher, parallel, resources, num_shards,
-                        shard_index)
+    launch.train_points(new_points, workdir, training)
   rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
   memory_report.write_report(rows, manifest, results_dir, workdir,
                              name=memory_grid.report_name(config),

@@ -47,15 +47,12 @@ def _decode_examples(workdir: str, key: jax.Array, count: int) -> dict[str, Any]
 
 def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: list[str],
               results_dir: str | None, eval_batches: int, machine: str, command: str,
-              parallel: int = 1, launcher: str = "inline",
-              resources: launch.Resources = launch.Resources(), num_shards: int = 1,
-              shard_index: int = 0) -> dict[str, Any] | None:
+              training: launch.Training = launch.Training()) -> dict[str, Any] | None:
   """Trains, evaluates and reports every variant; returns {variant: final metrics}, or None
   while some variants are not finished (other shards, Slurm jobs: run it again when they are).
 
   results_dir: where the table and plots go; None: workdir_root.
-  parallel, launcher, resources, num_shards, shard_index: how the variants are trained
-    (`launch.train_points`).
+  training: how the variants are trained (`launch.train_points`).
   """
   unknown = [v for v in variants if v not in seq2seq.ATTENTION_KINDS]
   if unknown or not variants:
@@ -66,12 +63,11 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
   # One sweep point per variant, in workdir_root/<variant>: resumable, in parallel workers.
   points = sweep.make_points(config, [(("model.attention", v),) for v in variants],
                              workdir_root, names=variants)
-  if not launch.train_points(points, workdir_root, launcher, parallel, resources, num_shards,
-                             shard_index):
+  if not launch.train_points(points, workdir_root, training):
     return None
   results: dict[str, dict[str, Any]] = {}
   for variant, point in zip(variants, points):
-    summary = sweep_table.read_json(os.path.join(point.workdir, sweep.SUMMARY_FILE)) or {}
+    summary = sweep_table.read_summary(point.workdir) or {}
     metrics = evaluation.evaluate_workdir(point.workdir, eval_batches=eval_batches)
     results[variant] = {**metrics, "wall_time_sec": summary.get("wall_time_sec", 0.0),
                         "steps": summary.get("steps"), "workdir": point.workdir}

@@ -154,7 +154,7 @@ def status(point: Point) -> str:
   "partial" (a run was started: it will resume from its latest checkpoint), or "new"."""
   if os.path.exists(os.path.join(point.workdir, DIVERGED_FILE)):
     return "diverged"
-  summary = sweep_table.read_json(os.path.join(point.workdir, SUMMARY_FILE))
+  summary = sweep_table.read_summary(point.workdir)
   t = point.config.get("train")
   if summary is not None and t is not None and (
       summary.get("steps", 0) >= t.num_steps or (summary.get("solved") and t.stop_when_solved)):

@@ -26,6 +26,11 @@ def read_json(path: str) -> Any:
     return None
 
 
+def read_summary(workdir: str) -> dict[str, Any] | None:
+  """A run's summary.json (written when its training ends), or None before that."""
+  return read_json(os.path.join(workdir, run_folder.SUMMARY_FILE))
+
+
 def _per_seed(summary: dict[str, Any], metric: str) -> list[float]:
   final = summary.get("final", {})
   per_seed = final.get("eval_per_seed", {}).get(metric)
@@ -45,7 +50,7 @@ def point_row(point: Any, status: str) -> dict[str, Any]:
   if diverged is not None:
     row.update(status="diverged", steps=diverged.get("step"), diverged_at=diverged.get("step"))
     return row
-  summary = read_json(os.path.join(point.workdir, run_folder.SUMMARY_FILE))
+  summary = read_summary(point.workdir)
   if summary is None:
     rows = metrics_log.read(point.workdir)
     row.update(status="partial" if rows or os.path.exists(
