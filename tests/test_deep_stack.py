@@ -35,7 +35,7 @@ def _layer_norm(x, scale, bias, eps=1e-6):
 
 
 @pytest.mark.parametrize("cell", ALL_CELLS)
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_residual_layer_norm_matches_hand_written_stack(cell, bidirectional):
   """The encoder equals the documented block written out with the plain single-layer runner:
   x0 = proj(inputs); x_{k+1} = x_k + layer_k(LN_k(x_k)); out = LN_out(x_L); padding zero."""
@@ -65,7 +65,8 @@ def test_residual_layer_norm_matches_hand_written_stack(cell, bidirectional):
 
 @pytest.mark.parametrize("cell", ALL_CELLS)
 @pytest.mark.parametrize("residual,norm", [pytest.param(True, "none", marks=pytest.mark.slow),
-                                           (False, "rms"), (True, "rms")])
+                                           pytest.param(False, "rms", marks=pytest.mark.slow),
+                                           (True, "rms")])
 def test_fused_equals_reference_and_padding_invariant(cell, residual, norm):
   """Fused and vmapped-reference paths agree (outputs and gradients), and appending padding
   changes nothing at the real steps."""

@@ -207,6 +207,7 @@ def test_memory_study_submits_its_points_to_slurm(tmp_path):
   assert not list(workdir.glob("*/config.json"))  # nothing trained here
 
 
+@pytest.mark.slow
 def test_gradient_flow_study_submits_its_runs_then_reports_on_the_rerun(tmp_path):
   """experiments.gradient_flow --launcher=slurm submits one array task per cell and draws nothing
   yet; once the runs are finished (trained here), the same command draws the plot."""
@@ -234,6 +235,7 @@ def test_gradient_flow_study_submits_its_runs_then_reports_on_the_rerun(tmp_path
       "plot": str(train_dir / "gradient_flow.png")}
 
 
+@pytest.mark.slow
 def test_gradient_flow_study_in_shards(tmp_path):
   """--num_shards=2: each shard trains its cell only; the plot comes once both are finished."""
   train_dir = tmp_path / "flow"

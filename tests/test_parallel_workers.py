@@ -129,6 +129,7 @@ def _alive(pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
 def test_workers_stop_when_the_study_process_is_killed(tmp_path):
   """SIGKILL to the study's own process only (as an OOM killer or a scheduler may do): its

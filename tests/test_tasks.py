@@ -87,7 +87,9 @@ def test_registry():
     AddingTask(1)
 
 
-@pytest.mark.parametrize("length,min_length", [(5, 0), (30, 5), (12, 11), (60, 1)])
+@pytest.mark.parametrize("length,min_length", [(5, 0), (30, 5),
+                                               pytest.param(12, 11, marks=pytest.mark.slow),
+                                               pytest.param(60, 1, marks=pytest.mark.slow)])
 def test_copy_baseline_is_the_memoryless_loss_of_the_sampled_delays(length, min_length):
   """The best predictor that ignores the input outputs, at each step, the distribution of the
   target there (over the examples where the step is real); its loss on fresh batches must be the
