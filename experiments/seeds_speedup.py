@@ -6,7 +6,8 @@ r"""How S seeds share one program: jax.vmap against jax.lax.map against S separa
 For each cell, hidden size and seed count S, times one `Trainer.train_step` with 1 seed and with
 S seeds mapped each way (interleaved rounds, median), and writes seeds_speedup.md: ms per step,
 each as a multiple of the 1-seed step (S separate runs cost S x), and what `train.seed_map=auto`
-picks on this backend. Compilation is timed apart.
+picks on this backend. Compilation is timed apart. The process is pinned as a study's worker is
+(`--workers`, default one per core), so the numbers are those of a study's seeds.
 """
 
 import os
@@ -20,7 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli, timing
-from rnnlab.studies import memory_grid, memory_report, report
+from rnnlab.studies import memory_grid, memory_report, report, sweep
 from rnnlab.training import run_folder, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
@@ -33,6 +34,10 @@ _HIDDEN = flags.DEFINE_list("hidden_sizes", None, "Hidden sizes (default: the co
 _SEEDS = flags.DEFINE_list("seeds", ["3", "8"], "Seed counts S.")
 _STEPS = flags.DEFINE_integer("timed_steps", 5, "Train steps per timed call.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timing rounds.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", os.cpu_count() or 1, "Time as one of this many study workers: pinned to the "
+    "share of the CPUs a study with --parallel=N gives each worker (its default N: one per "
+    "core); 1: the whole machine.")
 _RESULTS = flags.DEFINE_string("results_dir",
                                os.path.join(tempfile.gettempdir(), "rnnlab_seeds_speedup"),
                                "Directory of seeds_speedup.md (experiments/results: the "
@@ -90,13 +95,15 @@ def markdown(rows: list[dict], config, command: str) -> str:
       "# Seeds in one program: jax.vmap vs jax.lax.map vs separate runs", "",
       f"- Command: `{command}`",
       f"- Date: {memory_report.now()}; machine: {memory_report.machine_description()}; load "
-      f"average {timing.load_average()} when written (other jobs shared the machine)",
+      f"average (1, 5, 15 min) {timing.load_average()} when written, this run's own load "
+      "included",
       f"- Shape: task {_TASK.value} T={_LENGTH.value}, batch {t.batch_size} per seed; one "
       f"`Trainer.train_step` (forward, backward, Adam, clip {t.grad_clip}); median of "
       f"{_REPEATS.value} interleaved rounds of {_STEPS.value} steps, after compilation",
       "- x = ms per step of S seeds / ms per step of 1 seed: S separate runs cost S x, so a "
       "mapping that stays at or under S x buys no worse than separate runs",
-      f"- `auto` on {jax.default_backend()}: what `train.seed_map=auto` picks here", ""]
+      f"- `auto` on {jax.default_backend()}: what `train.seed_map=auto` picks here",
+      f"- CPUs: {_cpus_line()}", ""]
   lines.append(report.markdown_table(
       rows, ["cell", "hidden", "seeds", "ms_1", "ms_vmap", "x_vmap", "ms_map", "x_map", "auto",
              "x_auto", "compile_1", "compile_vmap", "compile_map"],
@@ -108,9 +115,29 @@ def markdown(rows: list[dict], config, command: str) -> str:
   return "\n".join(lines)
 
 
+def _pin() -> None:
+  """Pins this process as `sweep.worker_cpus` pins a study's first worker."""
+  cpus = sweep.worker_cpus(_WORKERS.value)[0] if _WORKERS.value > 1 else None
+  if cpus is not None:
+    os.sched_setaffinity(0, cpus)
+
+
+def _cpus_line() -> str:
+  if not hasattr(os, "sched_getaffinity"):
+    return "not pinned (this OS cannot pin)"
+  cpus = sorted(os.sched_getaffinity(0))
+  if _WORKERS.value <= 1:
+    return f"the whole machine ({len(cpus)} CPUs)"
+  return (f"pinned to CPU {','.join(map(str, cpus))}, as one of the {_WORKERS.value} workers of "
+          f"a study with --parallel={_WORKERS.value} (`--workers`)")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _WORKERS.value < 1:
+    raise app.UsageError(f"--workers={_WORKERS.value}: give 1 or more")
+  _pin()
   config = memory_grid.point_config(_CONFIG.value)
   rows = measure(config)
   command = "python -m experiments.seeds_speedup " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,5 +1,7 @@
 """Seeds in one program by jax.vmap or jax.lax.map: the same numbers, and `auto` per backend."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -47,7 +49,7 @@ def test_seeds_speedup_report(tmp_path):
   from tests.conftest import run_entry
   result = run_entry("experiments.seeds_speedup", "--config=configs/compare.py:quick",
                      "--cells=gru", "--seeds=2", "--timed_steps=1", "--repeats=1", "--length=5",
-                     f"--results_dir={tmp_path}")
+                     "--workers=2", f"--results_dir={tmp_path}")
   assert result.returncode == 0, result.stderr[-2000:]
   md = open(tmp_path / "seeds_speedup.md").read()
   header = next(line for line in md.splitlines() if line.startswith("| cell |"))
@@ -58,3 +60,6 @@ def test_seeds_speedup_report(tmp_path):
   for key in ("ms/step 1 seed", "ms/step vmap", "ms/step map", "x vmap", "x map"):
     assert float(vals[key]) > 0
   assert float(vals["x auto"]) == float(vals["x map"])
+  # Timed as the first of a 2-worker study's workers: pinned to its half of the CPUs.
+  pinned = "pinned to CPU" in md and "as one of the 2 workers" in md
+  assert pinned == (len(os.sched_getaffinity(0)) >= 2)
