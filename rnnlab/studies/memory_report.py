@@ -226,7 +226,8 @@ def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
   columns = ["cell", "direction", "length", "value", "loss_mean", "baseline", "solved",
              "steps", "wall_time_sec"]
   headers = ["cell", "direction", "T", f"final {metric} (mean ± sd)", "final loss",
-             "chance baseline", "steps to solve", "steps run", "wall time (s)"]
+             "chance baseline", "steps to solve (mean of the solved seeds)", "steps run",
+             "wall time (s)"]
   if any(verdicts.literature_text(r) for r in rows):
     columns.append("literature")
     headers.append("literature (same task)")
