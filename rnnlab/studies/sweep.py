@@ -39,7 +39,6 @@ from rnnlab.training import config_check, run_folder
 MANIFEST_FILE = "sweep.json"
 TABLE_MD = sweep_table.TABLE_MD
 TABLE_CSV = sweep_table.TABLE_CSV
-SUMMARY_FILE = run_folder.SUMMARY_FILE
 CONFIG_FILE = run_folder.CONFIG_FILE
 DIVERGED_FILE = sweep_table.DIVERGED_FILE
 MAX_NAME_BYTES = 200  # a point's directory name; leaves room below the usual 255-byte limit
