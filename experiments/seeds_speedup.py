@@ -89,7 +89,7 @@ def measure(config) -> list[dict]:
   return rows
 
 
-def markdown(rows: list[dict], config, command: str) -> str:
+def markdown(rows: list[dict], config, command: str, cpus: str) -> str:
   t = config.train
   lines = [
       "# Seeds in one program: jax.vmap vs jax.lax.map vs separate runs", "",
@@ -103,7 +103,7 @@ def markdown(rows: list[dict], config, command: str) -> str:
       "- x = ms per step of S seeds / ms per step of 1 seed: S separate runs cost S x, so a "
       "mapping that stays at or under S x buys no worse than separate runs",
       f"- `auto` on {jax.default_backend()}: what `train.seed_map=auto` picks here",
-      f"- CPUs: {_cpus_line()}", ""]
+      f"- CPUs: {cpus}", ""]
   lines.append(report.markdown_table(
       rows, ["cell", "hidden", "seeds", "ms_1", "ms_vmap", "x_vmap", "ms_map", "x_map", "auto",
              "x_auto", "compile_1", "compile_vmap", "compile_map"],
@@ -115,21 +115,15 @@ def markdown(rows: list[dict], config, command: str) -> str:
   return "\n".join(lines)
 
 
-def _pin() -> None:
-  """Pins this process as `sweep.worker_cpus` pins a study's first worker."""
+def _pin() -> str:
+  """Pins this process as `sweep.worker_cpus` pins a study's first worker; says how."""
   cpus = sweep.worker_cpus(_WORKERS.value)[0] if _WORKERS.value > 1 else None
-  if cpus is not None:
-    os.sched_setaffinity(0, cpus)
-
-
-def _cpus_line() -> str:
-  if not hasattr(os, "sched_getaffinity"):
-    return "not pinned (this OS cannot pin)"
-  cpus = sorted(os.sched_getaffinity(0))
-  if _WORKERS.value <= 1:
-    return f"the whole machine ({len(cpus)} CPUs)"
-  return (f"pinned to CPU {','.join(map(str, cpus))}, as one of the {_WORKERS.value} workers of "
-          f"a study with --parallel={_WORKERS.value} (`--workers`)")
+  if cpus is None:
+    return ("not pinned (the whole machine)" if _WORKERS.value <= 1 else
+            f"not pinned: {_WORKERS.value} workers outnumber the CPUs, or this OS cannot pin")
+  os.sched_setaffinity(0, cpus)
+  return (f"pinned to CPU {','.join(map(str, sorted(cpus)))}, as one of the {_WORKERS.value} "
+          f"workers of a study with --parallel={_WORKERS.value} (`--workers`)")
 
 
 def main(argv: list[str]) -> None:
@@ -137,12 +131,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if _WORKERS.value < 1:
     raise app.UsageError(f"--workers={_WORKERS.value}: give 1 or more")
-  _pin()
+  cpus = _pin()
   config = memory_grid.point_config(_CONFIG.value)
   rows = measure(config)
   command = "python -m experiments.seeds_speedup " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   path = os.path.join(_RESULTS.value, REPORT_FILE)
-  run_folder.atomic_write(path, markdown(rows, config, command))
+  run_folder.atomic_write(path, markdown(rows, config, command, cpus))
   print(path)
 
 

@@ -187,6 +187,31 @@ def test_readme_slurm_command_submits_the_array(tmp_path):
   assert "0 of 6 points finished" in (workdir / "sweep.md").read_text()
 
 
+def test_a_study_with_bad_launch_settings_writes_nothing(tmp_path):
+  """The launcher's settings are checked before the study writes its manifest (was: sweep.json
+  written, with a session that trained nothing, at every failed attempt)."""
+  from configs import compare
+  from rnnlab.studies import memory_study
+  workdir = tmp_path / "study"
+  bad = launch.Training(launcher="slurm", resources=launch.Resources(time_min=0))
+  with pytest.raises(ConfigError, match="time_min must be an integer >= 1, got 0"):
+    memory_study.run(compare.get_config("quick"), str(workdir), str(workdir), "TEST",
+                     training=bad)
+  with pytest.raises(ConfigError, match="parallel must be an integer >= 1"):
+    memory_study.run(compare.get_config("quick"), str(workdir), str(workdir), "TEST",
+                     training=launch.Training(parallel=0))
+  assert not workdir.exists()
+
+
+def test_diverged_points_are_not_submitted_again(tmp_path):
+  point = sweep.Point("p", (), str(tmp_path / "p"), _config())
+  os.makedirs(point.workdir)
+  with open(os.path.join(point.workdir, sweep.DIVERGED_FILE), "w") as f:
+    json.dump({"step": 3, "message": "loss is nan"}, f)
+  assert sweep.is_done(point)
+  assert launch.pending_points([point]) == []
+
+
 def test_memory_study_submits_its_points_to_slurm(tmp_path):
   """experiments.compare --launcher=slurm: one array task per grid point, a report naming the
   unfinished points at once, and the command that rebuilds it when the jobs are done."""

@@ -79,7 +79,7 @@ def import_weights(source: str, path: str, config: ml_collections.ConfigDict, wo
   """Writes an rnnlab workdir whose step-0 checkpoint holds the weights in `path`.
 
   Args:
-    source: "torch", "flax" or "keras" (module docstring: file kinds and names read).
+    source: "torch", "flax" or "keras" (`peer_files`: the file kinds and names read).
     path: the file to import.
     config: the resolved rnnlab config; its model must fit the weights.
     workdir: created if needed; must hold no checkpoint yet.

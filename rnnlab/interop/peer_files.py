@@ -15,9 +15,9 @@ Sources and the names read from them:
          Any other key is an error (a misnamed embedding must not be silently re-initialised).
          nn.RNN's nonlinearity is not in a state_dict: config.model.activation must match it.
   flax   A .msgpack (`flax.serialization.to_bytes(params)` / `msgpack_serialize`) or .npz (keys
-         "/"-joined paths, e.g. "encoder/layer0_fwd/w_i") of the RNNModel params tree above,
-         optionally under "params". Encoder layers may hold rnnlab cell params (w_i, w_h, b,
-         b_hn) or flax.linen cell params (SimpleCell / LSTMCell / GRUCell,
+         "/"-joined paths, e.g. "encoder/layer0_fwd/w_i") of the RNNModel params tree (see
+         `importing`), optionally under "params". Encoder layers may hold rnnlab cell params
+         (w_i, w_h, b, b_hn) or flax.linen cell params (SimpleCell / LSTMCell / GRUCell,
          `flax_weights.from_flax`).
   keras  A .keras model file (Keras 3, loaded with the jax backend unless KERAS_BACKEND is set):
          an optional Embedding, the recurrent layers (SimpleRNN / LSTM / GRU, or Bidirectional

@@ -104,12 +104,6 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
   base = gradient_flow.one_seed(config)
   base.model.cell = "vanilla"
   base.model.activation = "tanh"
-  norms = []
-  for scale in scales:
-    c = copy.deepcopy(base)
-    c.model.recurrent_scale = float(scale)
-    norms.append({"scale": float(scale),
-                  "norms": gradient_flow.norms_at_init(c, num_examples).tolist()})
   clip = config.train.grad_clip if config.train.grad_clip > 0 else 1.0
   trained = copy.deepcopy(base)
   trained.model.recurrent_scale = float(train_scale)
@@ -122,6 +116,12 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
                              train_dir, names=list(labels))
   if not launch.train_points(points, train_dir, training):
     return None
+  norms = []
+  for scale in scales:
+    c = copy.deepcopy(base)
+    c.model.recurrent_scale = float(scale)
+    norms.append({"scale": float(scale),
+                  "norms": gradient_flow.norms_at_init(c, num_examples).tolist()})
   runs = []
   for point in points:
     summary = sweep_table.read_summary(point.workdir) or {}

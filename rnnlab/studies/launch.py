@@ -91,30 +91,41 @@ class Training:
   num_shards: int = 1
   shard_index: int = 0
 
+  def check(self) -> None:
+    """ConfigError (or RnnlabError: no submitit) for settings that cannot train, before a study
+    writes anything."""
+    if self.launcher not in LAUNCHERS:
+      raise ConfigError(f"unknown launcher={self.launcher!r}; choose one of "
+                        f"{', '.join(LAUNCHERS)}")
+    sweep.check_parallel(self.parallel)
+    sweep.shard([], self.num_shards, self.shard_index)
+    if self.launcher != "inline":
+      check_submitter(self.launcher, self.resources)
+
   def at_once(self, num_points: int) -> int:
     """At most how many of `num_points` points train at the same time."""
-    if self.launcher == "inline":
-      return min(self.parallel, max(num_points, 1))
-    if self.launcher == "local":
-      return self.resources.local_parallelism
-    return self.resources.array_parallelism
+    limit = {"inline": self.parallel, "local": self.resources.local_parallelism,
+             "slurm": self.resources.array_parallelism}[self.launcher]
+    return min(limit, max(num_points, 1))
 
 
 @dataclasses.dataclass
 class Launched:
-  """What `launch_sweep` did.
+  """What `launch_points` (and `launch_sweep`) did.
 
   Attributes:
-    submitted: names of the points submitted (the finished ones are not).
+    submitted: names of the points submitted (the finished and diverged ones are not).
     job_ids: one submitit job id per job ("1234_0", ... on Slurm).
-    rows: the merged table rows (local, or nothing to submit); None while Slurm jobs run.
-    merge_command: the command that rebuilds the table once Slurm jobs are done.
+    rows: `launch_sweep` only: the merged table rows (local, or nothing to submit); None while
+      Slurm jobs run.
+    merge_command: `launch_sweep` only: the command that rebuilds the table once Slurm jobs are
+      done.
   """
 
   submitted: list[str]
   job_ids: list[str]
-  rows: list[dict[str, Any]] | None
-  merge_command: str
+  rows: list[dict[str, Any]] | None = None
+  merge_command: str | None = None
 
 
 def require_submitit() -> ModuleType:
@@ -127,12 +138,18 @@ def require_submitit() -> ModuleType:
   return submitit
 
 
-def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
-  """A submitit executor ("local" or "slurm") that writes its files under `folder`."""
+def check_submitter(launcher: str, resources: Resources) -> ModuleType:
+  """The submitit module for submitting with `launcher` ("local" or "slurm") and `resources`;
+  ConfigError for another launcher or a bad resource, RnnlabError without submitit."""
   if launcher not in ("local", "slurm"):
     raise ConfigError(f"launcher={launcher!r} does not submit jobs; choose local or slurm")
   resources.check()
-  submitit = require_submitit()
+  return require_submitit()
+
+
+def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
+  """A submitit executor ("local" or "slurm") that writes its files under `folder`."""
+  submitit = check_submitter(launcher, resources)
   try:
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
   except RuntimeError as e:  # no `srun` on PATH: not on a Slurm cluster
@@ -172,15 +189,15 @@ def job_groups(points: Sequence[sweep.Point], launcher: str, resources: Resource
 
 
 def pending_points(points: Sequence[sweep.Point]) -> list[sweep.Point]:
-  """The points not finished. A finished one must hold a run of its own config (ConfigError
-  otherwise, as in an in-process sweep)."""
+  """The points neither finished nor diverged (`sweep.is_done`). A finished one must hold a run of
+  its own config (ConfigError otherwise, as in an in-process sweep)."""
   from rnnlab.training import train  # pylint: disable=import-outside-toplevel
 
   pending = []
   for point in points:
     if sweep.status(point) == "finished":
       train.prepare_workdir(point.config, point.workdir, write=False)
-    else:
+    elif not sweep.is_done(point):
       pending.append(point)
   return pending
 
@@ -208,29 +225,22 @@ def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: st
   through submitit: the launcher counterpart of `sweep.run_points`.
 
   "local" waits for the jobs (RnnlabError naming the failed points and their logs); "slurm"
-  returns after submission. rows is None here: the caller builds its table or report (for a
-  sweep, `sweep.merge`) once the points are done. `executor` replaces the one `make_executor`
-  would build (tests).
+  returns after submission. The caller builds its table or report (for a sweep, `sweep.merge`)
+  once the points are done. `executor` replaces the one `make_executor` would build (tests).
   """
-  if launcher not in ("local", "slurm"):
-    raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
-  resources.check()
-  require_submitit()
-  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
+  submitit = check_submitter(launcher, resources)
   pending = pending_points(points)
   groups = job_groups(pending, launcher, resources)
   if not groups:
-    return Launched([], [], None, merge_command)
+    return Launched([], [])
   if executor is None:
     executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
   specs = [[sweep.point_spec(p) for p in group] for group in groups]
-  submitit = require_submitit()
   try:
     jobs = executor.map_array(run_job, specs)
   except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
     raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
-  launched = Launched([p.name for p in pending], [str(job.job_id) for job in jobs], None,
-                      merge_command)
+  launched = Launched([p.name for p in pending], [str(job.job_id) for job in jobs])
   if launcher == "local":
     _wait(jobs, groups)
   return launched
@@ -246,6 +256,7 @@ def train_points(points: Sequence[sweep.Point], base_workdir: str,
   running the study again once its other shards or its Slurm jobs are done goes on to its
   analysis.
   """
+  training.check()
   mine = sweep.shard(points, training.num_shards, training.shard_index)
   if training.launcher == "inline":
     sweep.run_points(mine, parallel=training.parallel)
@@ -255,7 +266,7 @@ def train_points(points: Sequence[sweep.Point], base_workdir: str,
       logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
                    training.launcher, " ".join(launched.job_ids),
                    os.path.join(base_workdir, SUBMITIT_DIR))
-  return all(sweep.status(p) in ("finished", "diverged") for p in points)
+  return all(sweep.is_done(p) for p in points)
 
 
 def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],
@@ -265,12 +276,9 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
 
   Every point is made and validated first (ConfigError before anything is submitted). "local"
   waits for the jobs and writes the table; "slurm" returns after submission (rows is None) and
-  writes the table as it stands.
+  writes the table as it stands. `executor`: as in `launch_points`.
   """
-  if launcher not in ("local", "slurm"):
-    raise ConfigError(f"unknown launcher={launcher!r}; choose one of {', '.join(LAUNCHERS)}")
-  resources.check()
-  require_submitit()
+  check_submitter(launcher, resources)
   points = sweep.make_points(config, overrides_list, base_workdir)
   sweep.check_same_sweep(base_workdir, points)
   axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
@@ -278,6 +286,7 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
   sweep.write_manifest(base_workdir, points, axes)
   launched = launch_points(points, base_workdir, launcher, resources, executor)
   rows = sweep.merge(base_workdir)  # on Slurm: the table as it stands, the jobs are not done
+  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
   if launcher == "slurm" and launched.submitted:
-    return launched
-  return dataclasses.replace(launched, rows=rows)
+    return dataclasses.replace(launched, merge_command=merge_command)
+  return dataclasses.replace(launched, rows=rows, merge_command=merge_command)

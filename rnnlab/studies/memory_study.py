@@ -47,6 +47,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     manifest = sweep.read_manifest(workdir)
     points = sweep.load_points(workdir)
   else:
+    training.check()  # before anything is written
     new_points = memory_grid.make_points(config, workdir)
     mine = sweep.shard(new_points, training.num_shards, training.shard_index)
     from rnnlab.training import train  # local: keeps the report code free of model imports

@@ -163,6 +163,17 @@ def status(point: Point) -> str:
   return "new"
 
 
+def is_done(point: Point) -> bool:
+  """Whether `point` has its result: finished, or diverged (never trained again)."""
+  return status(point) in ("finished", "diverged")
+
+
+def check_parallel(parallel: int) -> None:
+  """ConfigError unless `parallel` (worker processes) is an integer >= 1."""
+  if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+    raise ConfigError(f"parallel must be an integer >= 1, got {parallel!r}")
+
+
 def run_point(point: Point) -> dict[str, Any] | None:
   """Trains one point in its workdir unless finished or diverged (resuming a partial one).
 
@@ -203,9 +214,8 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
   study resumes where it stopped. `run` must then be a module-level function (it is pickled to
   the workers).
   """
-  if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-    raise ConfigError(f"parallel must be an integer >= 1, got {parallel!r}")
-  pending = [p for p in points if status(p) not in ("finished", "diverged")]
+  check_parallel(parallel)
+  pending = [p for p in points if not is_done(p)]
   if parallel == 1 or len(pending) <= 1:
     return [run(p) for p in points]
   workers = min(parallel, len(pending))
