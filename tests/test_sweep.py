@@ -108,6 +108,16 @@ def test_bad_shard_flags(num_shards, index):
     sweep.shard([], num_shards, index)
 
 
+@pytest.mark.parametrize("flags, match", [({"num_shards": 2, "shard_index": 2}, "shard_index"),
+                                          ({"parallel": 0}, "parallel")])
+def test_bad_run_flags_leave_no_sweep_behind(tmp_path, flags, match):
+  base = tmp_path / "sweep"
+  overrides = sweep_spec.product(sweep_spec.parse_spec("model.cell=vanilla,gru", tiny_config()))
+  with pytest.raises(ConfigError, match=match):
+    sweep.run_sweep(tiny_config(), overrides, str(base), **flags)
+  assert not base.exists()
+
+
 # ----------------------------------------------------------------------------- running
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ class Training:
       raise ConfigError(f"unknown launcher={self.launcher!r}; choose one of "
                         f"{', '.join(LAUNCHERS)}")
     sweep.check_parallel(self.parallel)
-    sweep.shard([], self.num_shards, self.shard_index)
+    sweep.check_shard(self.num_shards, self.shard_index)
     if self.launcher != "inline":
       check_submitter(self.launcher, self.resources)
 
@@ -279,11 +279,7 @@ def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[swe
   writes the table as it stands. `executor`: as in `launch_points`.
   """
   check_submitter(launcher, resources)
-  points = sweep.make_points(config, overrides_list, base_workdir)
-  sweep.check_same_sweep(base_workdir, points)
-  axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
-  os.makedirs(base_workdir, exist_ok=True)
-  sweep.write_manifest(base_workdir, points, axes)
+  points = sweep.start_sweep(config, overrides_list, base_workdir)
   launched = launch_points(points, base_workdir, launcher, resources, executor)
   rows = sweep.merge(base_workdir)  # on Slurm: the table as it stands, the jobs are not done
   merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"

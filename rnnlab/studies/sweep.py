@@ -138,11 +138,16 @@ def make_points(config: ml_collections.ConfigDict, overrides_list: Sequence[Over
 
 def shard(points: Sequence[Point], num_shards: int, shard_index: int) -> list[Point]:
   """Every `num_shards`-th point starting at `shard_index` (shards are disjoint and cover all)."""
+  check_shard(num_shards, shard_index)
+  return list(points[shard_index::num_shards])
+
+
+def check_shard(num_shards: int, shard_index: int) -> None:
+  """ConfigError unless shard `shard_index` of `num_shards` exists."""
   if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
     raise ConfigError(f"num_shards must be an integer >= 1, got {num_shards!r}")
   if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
     raise ConfigError(f"shard_index must be in [0, {num_shards}), got {shard_index!r}")
-  return list(points[shard_index::num_shards])
 
 
 # ----------------------------------------------------------------------------- running
@@ -354,17 +359,27 @@ def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overri
               base_workdir: str, num_shards: int = 1, shard_index: int = 0,
               run: Callable[[Point], Any] = run_point, parallel: int = 1
               ) -> list[dict[str, Any]]:
-  """Makes and validates every point (before any training), runs this shard's points (in
-  `parallel` worker processes, see `run_points`), and writes the table of the whole sweep
-  (points of other shards show their current status)."""
+  """Makes and validates every point (`start_sweep`), runs this shard's points (in `parallel`
+  worker processes, see `run_points`), and writes the table of the whole sweep (points of other
+  shards show their current status)."""
+  check_shard(num_shards, shard_index)
+  check_parallel(parallel)
+  points = start_sweep(config, overrides_list, base_workdir)
+  run_points(shard(points, num_shards, shard_index), run, parallel)
+  return merge(base_workdir)
+
+
+def start_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overrides],
+                base_workdir: str) -> list[Point]:
+  """Makes and validates every point (ConfigError before anything is written or trained),
+  refuses another sweep's workdir (`check_same_sweep`) and writes sweep.json; returns the
+  points."""
   points = make_points(config, overrides_list, base_workdir)
-  mine = shard(points, num_shards, shard_index)
-  axes = list(dict.fromkeys(k for ov in overrides_list for k, _ in ov))
   check_same_sweep(base_workdir, points)
   os.makedirs(base_workdir, exist_ok=True)
-  write_manifest(base_workdir, points, axes)
-  run_points(mine, run, parallel)
-  return merge(base_workdir)
+  write_manifest(base_workdir, points, list(dict.fromkeys(k for ov in overrides_list
+                                                          for k, _ in ov)))
+  return points
 
 
 def merge(base_workdir: str) -> list[dict[str, Any]]:
