@@ -3,11 +3,13 @@ r"""How S seeds share one program: jax.vmap against jax.lax.map against S separa
   python -m experiments.seeds_speedup                                   # the study's shape
   python -m experiments.seeds_speedup --results_dir=experiments/results  # the committed report
 
-For each cell, hidden size and seed count S, times one `Trainer.train_step` with 1 seed and with
-S seeds mapped each way (interleaved rounds, median), and writes seeds_speedup.md: ms per step,
-each as a multiple of the 1-seed step (S separate runs cost S x), and what `train.seed_map=auto`
-picks on this backend. Compilation is timed apart. The process is pinned as a study's worker is
-(`--workers`, default one per core), so the numbers are those of a study's seeds.
+For each cell, hidden size and seed count S, times `Trainer.train_step` with 1 seed and with
+S seeds mapped each way (interleaved rounds, median; every timed call does the same work: S x
+`--timed_steps` one-seed steps against `--timed_steps` S-seed steps, as S separate runs would),
+and writes seeds_speedup.md: ms per step, each as a multiple of the 1-seed step (S separate runs
+cost S x), and what `train.seed_map=auto` picks on this backend. Compilation is timed apart.
+The process is pinned as a study's worker is (`--workers`, default one per core), so the numbers
+are those of a study's seeds.
 """
 
 import os
@@ -32,7 +34,8 @@ _LENGTH = flags.DEFINE_integer("length", 50, "Task length T.")
 _CELLS = flags.DEFINE_list("cells", ["lstm", "gru", "vanilla"], "Cells to time.")
 _HIDDEN = flags.DEFINE_list("hidden_sizes", None, "Hidden sizes (default: the config's).")
 _SEEDS = flags.DEFINE_list("seeds", ["3", "8"], "Seed counts S.")
-_STEPS = flags.DEFINE_integer("timed_steps", 5, "Train steps per timed call.")
+_STEPS = flags.DEFINE_integer("timed_steps", 5, "S-seed train steps per timed call (a 1-seed "
+                              "call runs S times as many).")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timing rounds.")
 _WORKERS = flags.DEFINE_integer(
     "workers", os.cpu_count() or 1, "Time as one of this many study workers: pinned to the "
@@ -45,8 +48,8 @@ _RESULTS = flags.DEFINE_string("results_dir",
 REPORT_FILE = "seeds_speedup.md"
 
 
-def _stepper(config, seeds: int, seed_map: str):
-  """(compile seconds, a function running `timed_steps` train steps) for one setting."""
+def _stepper(config, seeds: int, seed_map: str, steps: int):
+  """(compile seconds, a function running `steps` train steps) for one setting."""
   c = config.copy_and_resolve_references()
   c.train.num_seeds, c.train.seed_map = seeds, seed_map
   trainer = train.Trainer(c)
@@ -57,7 +60,7 @@ def _stepper(config, seeds: int, seed_map: str):
   compile_s = time.perf_counter() - start
 
   def run():
-    for _ in range(_STEPS.value):
+    for _ in range(steps):
       holder[0], m = trainer.train_step(holder[0])
     jax.block_until_ready(m)
   return compile_s, run
@@ -72,10 +75,11 @@ def measure(config) -> list[dict]:
         c = config.copy_and_resolve_references()
         c.task.name, c.task.length = _TASK.value, _LENGTH.value
         c.model.cell, c.model.hidden_size = cell, hidden
-        setups = {"1 seed": _stepper(c, 1, "vmap"), "vmap": _stepper(c, seeds, "vmap"),
-                  "map": _stepper(c, seeds, "map")}
+        setups = {"1 seed": _stepper(c, 1, "vmap", seeds * _STEPS.value),
+                  "vmap": _stepper(c, seeds, "vmap", _STEPS.value),
+                  "map": _stepper(c, seeds, "map", _STEPS.value)}
         ms = timing.interleaved({k: v[1] for k, v in setups.items()}, _REPEATS.value)
-        one = ms["1 seed"] / _STEPS.value
+        one = ms["1 seed"] / (seeds * _STEPS.value)
         row = {"cell": cell, "hidden": hidden, "seeds": seeds, "ms_1": one,
                "ms_vmap": ms["vmap"] / _STEPS.value, "ms_map": ms["map"] / _STEPS.value,
                "compile_1": setups["1 seed"][0], "compile_vmap": setups["vmap"][0],
@@ -99,7 +103,8 @@ def markdown(rows: list[dict], config, command: str, cpus: str) -> str:
       "included",
       f"- Shape: task {_TASK.value} T={_LENGTH.value}, batch {t.batch_size} per seed; one "
       f"`Trainer.train_step` (forward, backward, Adam, clip {t.grad_clip}); median of "
-      f"{_REPEATS.value} interleaved rounds of {_STEPS.value} steps, after compilation",
+      f"{_REPEATS.value} interleaved rounds, after compilation; a round times {_STEPS.value} "
+      f"S-seed steps and S x {_STEPS.value} one-seed steps (the same work)",
       "- x = ms per step of S seeds / ms per step of 1 seed: S separate runs cost S x, so a "
       "mapping that stays at or under S x buys no worse than separate runs",
       f"- `auto` on {jax.default_backend()}: what `train.seed_map=auto` picks here",

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from configs import compare as compare_config
 from experiments import cli, timing
-from rnnlab.studies import launch, memory_report, memory_study, report
+from rnnlab.studies import launch, memory_report, memory_study, report, sweep
 from rnnlab.training import run_folder
 
 _CELLS = flags.DEFINE_string("cells", "lstm,gru", "Grid cells (x 2 tasks = the points; the gated "
@@ -35,8 +35,8 @@ _RESULTS = flags.DEFINE_string("results_dir",
                                "committed report).")
 _STEADY_STEPS = flags.DEFINE_integer("steady_steps", 200, "Steps timed after compilation for "
                                      "the steady-state rows (0: leave them out).")
-_STEADY_CHILD = flags.DEFINE_integer("steady_child", None, "Internal: time the first point's "
-                                     "train step on this CPU (-1: unpinned) and print JSON.")
+_STEADY_CHILD = flags.DEFINE_list("steady_child", None, "Internal: time the first point's train "
+                                  "step pinned to these CPUs (none: unpinned) and print JSON.")
 REPORT_FILE = "workers_speedup.md"
 
 
@@ -56,16 +56,16 @@ def _config():
   return config
 
 
-def _steady_child(cpu: int) -> None:
-  """Steps/s and CPU/wall of the first point's train step after compilation, on one CPU (or
-  unpinned for cpu < 0): one JSON line on stdout."""
+def _steady_child(cpus: list[str]) -> None:
+  """Steps/s and CPU/wall of the first point's train step after compilation, pinned to `cpus`
+  (["none"]: unpinned): one JSON line on stdout."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from rnnlab.studies import memory_grid  # pylint: disable=import-outside-toplevel
   from rnnlab.training import train  # pylint: disable=import-outside-toplevel
 
-  if cpu >= 0:
-    os.sched_setaffinity(0, {cpu})
+  if cpus != ["none"]:
+    os.sched_setaffinity(0, {int(c) for c in cpus})
   with tempfile.TemporaryDirectory() as tmp:
     trainer = train.Trainer(memory_grid.make_points(_config(), tmp)[0].config)
   state = trainer.init()
@@ -80,20 +80,22 @@ def _steady_child(cpu: int) -> None:
 
 
 def _steady_rows() -> list[dict]:
-  """The first point's steady state alone unpinned (what one worker gets), alone on one CPU,
-  and in two processes side by side on CPUs 0 and 1 (what two workers get)."""
-  def start(cpu: int) -> subprocess.Popen:
+  """The first point's steady state alone unpinned (what one worker gets), alone on the first
+  worker's CPUs, and in two processes side by side, each on its worker's CPUs (what two workers
+  get; `sweep.worker_cpus`)."""
+  def start(cpus: set[int] | None) -> subprocess.Popen:
+    pin = ",".join(map(str, sorted(cpus))) if cpus is not None else "none"
     return subprocess.Popen([sys.executable, "-m", "experiments.workers_speedup",
-                             f"--steady_child={cpu}", f"--steady_steps={_STEADY_STEPS.value}",
+                             f"--steady_child={pin}", f"--steady_steps={_STEADY_STEPS.value}",
                              f"--cells={_CELLS.value}", f"--hidden={_HIDDEN.value}"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
   def result(proc: subprocess.Popen) -> dict:
     out, _ = proc.communicate()
     return json.loads(out.strip().splitlines()[-1])
-  rows = []
-  for label, cpus in (("alone, unpinned", [-1]), ("alone, pinned to one CPU", [0]),
-                      ("two side by side, one CPU each", [0, 1])):
+  rows, two = [], sweep.worker_cpus(2)
+  for label, cpus in (("alone, unpinned", [None]), ("alone, pinned as worker 1 of 2", two[:1]),
+                      ("two side by side, pinned as workers 1 and 2", two)):
     got = [result(p) for p in [start(c) for c in cpus]]
     rows.append({"setting": label, "processes": len(got),
                  "each": " / ".join(f"{g['steps_per_sec']:.1f}" for g in got),
@@ -153,8 +155,9 @@ def main(argv: list[str]) -> None:
                               formatters={"total": lambda r: f"{r['total']:.1f}"}),
         "",
         f"One run alone keeps {steady[0]['cores']} cores busy (XLA:CPU's intra-op threads), "
-        f"so two workers, one CPU each, train {steady[2]['total'] / steady[0]['total']:.2f}x "
-        "the steps of one run per second: the wall-time ratio that long points approach is "
+        "so two workers, pinned to their CPUs, train "
+        f"{steady[2]['total'] / steady[0]['total']:.2f}x the steps of one run per second: the "
+        "wall-time ratio that long points approach is "
         f"{steady[0]['total'] / steady[2]['total']:.2f}, compilation and process start apart.",
         ""])
   path = os.path.join(_RESULTS.value, REPORT_FILE)

@@ -158,3 +158,19 @@ def test_workers_stop_when_the_study_process_is_killed(tmp_path):
       os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
       pass
+
+
+@pytest.mark.slow
+def test_workers_speedup_report(tmp_path):
+  from tests.conftest import run_entry
+  result = run_entry("experiments.workers_speedup", "--steps=10", "--hidden=8", "--cells=gru",
+                     "--steady_steps=3", f"--results_dir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  md = open(tmp_path / "workers_speedup.md").read()
+  rows = [line for line in md.splitlines() if line.startswith("| ")]
+  walls = {r.split("|")[1].strip(): r for r in rows if r.split("|")[1].strip() in ("1", "2")}
+  assert set(walls) == {"1", "2"}
+  for r in walls.values():
+    assert r.split("|")[2].strip() == "2" and float(r.split("|")[3]) > 0  # 2 points, timed
+  two_cpus = len(os.sched_getaffinity(0)) >= 2
+  assert ("pinned as workers 1 and 2" in md) == two_cpus
