@@ -26,7 +26,8 @@ from rnnlab.training import run_folder
 
 _CELLS = flags.DEFINE_string("cells", "lstm,gru", "Grid cells (x 2 tasks = the points; the gated "
                              "cells give points of similar cost).")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per point.")
+_STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per point (2,000: about the fewest "
+                              "a point of the study runs before its seeds are solved).")
 _HIDDEN = flags.DEFINE_integer("hidden", 128, "Hidden size (the study's: 128).")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts to time.")
 _RESULTS = flags.DEFINE_string("results_dir",
