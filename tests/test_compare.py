@@ -6,7 +6,15 @@ import pytest
 
 from configs import compare as compare_config
 from rnnlab.errors import ConfigError
-from rnnlab.studies import horizon, memory_grid, memory_report, memory_study, report, verdicts
+from rnnlab.studies import (
+  horizon,
+  memory_grid,
+  memory_report,
+  memory_study,
+  report,
+  sweep_table,
+  verdicts,
+)
 from rnnlab.training import train
 from tests.conftest import run_entry
 
@@ -221,15 +229,17 @@ def test_horizon_verdicts_and_literature_column():
 # ----------------------------------------------------------------------------- memory horizon
 
 def _horizon_row(task, length, cell, solved, seeds=3, steps_to_solve=(), steps=1000, wall=100.0,
-                 status="finished", direction="uni"):
+                 status="finished", direction="uni", rate=None):
   return dict(task=task, length=length, cell=cell, direction=direction, status=status,
               solved_seeds=solved, num_seeds=seeds, steps=steps, wall_time_sec=wall,
-              steps_to_solve=list(steps_to_solve) + [-1] * (seeds - len(steps_to_solve)))
+              steps_to_solve=list(steps_to_solve) + [-1] * (seeds - len(steps_to_solve)),
+              steps_per_sec=rate)
 
 
 def test_memory_horizon_is_the_longest_length_two_of_three_seeds_solve():
   rows = [_horizon_row("copy", 10, "lstm", 3, steps_to_solve=[500, 750, 1000], steps=1000),
-          _horizon_row("copy", 20, "lstm", 2, steps_to_solve=[1500, 2500], steps=4000, wall=400),
+          _horizon_row("copy", 20, "lstm", 2, steps_to_solve=[1500, 2500], steps=4000, wall=400,
+                       rate=20.0),
           _horizon_row("copy", 50, "lstm", 1, steps_to_solve=[3000], steps=4000),  # 1 of 3: no
           _horizon_row("copy", 10, "vanilla", 0),
           _horizon_row("copy", 100, "gru", 0, status="partial"),
@@ -239,13 +249,25 @@ def test_memory_horizon_is_the_longest_length_two_of_three_seeds_solve():
   assert (got["lstm"]["steps_median"], got["lstm"]["steps_min"], got["lstm"]["steps_max"]) == (
       2000.0, 1500, 2500)
   assert got["lstm"]["wall_to_solve_sec"] == pytest.approx(400 * 2000 / 4000)
+  assert got["lstm"]["time_to_solve_sec"] == pytest.approx(2000 / 20.0)
+  assert got["gru"]["time_to_solve_sec"] is None  # no rate logged
   assert got["lstm"]["lengths_run"] == [10, 20, 50] and got["lstm"]["unfinished"] == []
   assert got["vanilla"]["horizon"] is None and got["vanilla"]["steps_median"] is None
   assert got["gru"]["horizon"] == 10 and got["gru"]["unfinished"] == [100]
   md = memory_report.horizon_markdown(horizon.memory_horizons(rows))
-  assert "| copy | lstm | uni | T=20 | 2000 [1500-2500] | 200 | 10, 20, 50 |" in md
-  assert "| copy | vanilla | uni | none solved | - | - | 10 |" in md
-  assert "| copy | gru | uni | T=10 (T=100 unfinished) | 250 [250-500] | 25 | 10 |" in md
+  assert "| copy | lstm | uni | T=20 | 2000 [1500-2500] | 200 | 100 | 10, 20, 50 |" in md
+  assert "| copy | vanilla | uni | none solved | - | - | - | 10 |" in md
+  assert "| copy | gru | uni | T=10 (T=100 unfinished) | 250 [250-500] | 25 | - | 10 |" in md
+
+
+def test_median_rate_leaves_out_compilation_and_pauses():
+  logged = [{"step": 250, "steps_per_sec": 2.0},    # the interval that compiled
+            {"step": 250, "eval_accuracy": 0.5},    # an evaluation row: no rate
+            {"step": 500, "steps_per_sec": 10.0}, {"step": 750, "steps_per_sec": 11.0},
+            {"step": 1000, "steps_per_sec": 0.1},   # the study was paused here
+            {"step": 1250, "steps_per_sec": 10.5}]
+  assert sweep_table.median_rate(logged) == pytest.approx(10.0)
+  assert sweep_table.median_rate([{"step": 1, "eval_loss": 1.0}]) is None
 
 
 def test_two_of_three_seeds_rule():

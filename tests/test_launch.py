@@ -26,7 +26,7 @@ README_COMMAND = r"""python -m experiments.sweep --config=configs/adding.py \
 README_WORKDIR = "$HOME/sweeps/adding"
 
 # Timing columns differ between two runs of the same point; everything else must not.
-_TIMING = {"wall_time_sec"}
+_TIMING = {"wall_time_sec", "steps_per_sec"}
 
 
 def _config():

@@ -14,7 +14,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.studies import launch, memory_study, report, sweep, sweep_spec
 from tests.conftest import ROOT, entry_env, tiny_config
 
-TIMING = {"wall_time_sec", "workdir"}
+TIMING = {"wall_time_sec", "steps_per_sec", "workdir"}
 
 
 def _table(results_dir: str) -> list[dict]:

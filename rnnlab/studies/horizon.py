@@ -19,8 +19,10 @@ def memory_horizons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   Returns one dict per (task, cell, direction) in row order: horizon (None: no T solved),
   lengths_run (the finished lengths), steps_median / steps_min / steps_max (over the seeds that
   solved the horizon point), wall_to_solve_sec (the horizon point's wall time prorated to the
-  median steps to solve: compilation included, evaluation of later steps excluded), and
-  unfinished (lengths not finished yet, so the horizon may still grow).
+  median steps to solve: compilation included, evaluation of later steps excluded),
+  time_to_solve_sec (the median steps at the point's median training rate,
+  `sweep_table.median_rate`: what the wall time is without the study's pauses and load spikes),
+  and unfinished (lengths not finished yet, so the horizon may still grow).
   """
   out = []
   keys = dict.fromkeys((r["task"], r["cell"], r["direction"]) for r in rows)
@@ -32,15 +34,17 @@ def memory_horizons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         "task": task, "cell": cell, "direction": direction, "horizon": None,
         "lengths_run": sorted(r["length"] for r in finished),
         "unfinished": sorted(r["length"] for r in here if r not in finished),
-        "steps_median": None, "steps_min": None, "steps_max": None, "wall_to_solve_sec": None}
+        "steps_median": None, "steps_min": None, "steps_max": None, "wall_to_solve_sec": None,
+        "time_to_solve_sec": None}
     if solved:
       best = max(solved, key=lambda r: r["length"])
       steps = sorted(s for s in best["steps_to_solve"] if s is not None and s >= 0)
       median = float(statistics.median(steps))
-      wall = best.get("wall_time_sec")
+      wall, rate = best.get("wall_time_sec"), best.get("steps_per_sec")
       entry.update(horizon=best["length"], steps_median=median, steps_min=steps[0],
                    steps_max=steps[-1],
                    wall_to_solve_sec=(wall * median / best["steps"]
-                                      if wall and best.get("steps") else None))
+                                      if wall and best.get("steps") else None),
+                   time_to_solve_sec=median / rate if rate else None)
     out.append(entry)
   return out

@@ -73,7 +73,7 @@ def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], resul
 
 def horizon_markdown(horizons: Sequence[dict[str, Any]]) -> str:
   """The headline table: per task, cell and direction, the longest T solved by >= 2/3 of the
-  seeds, steps to solve there (median, range) and wall seconds to solve."""
+  seeds, steps to solve there (median, range) and seconds to solve (wall; at the median rate)."""
   def horizon_text(h: dict[str, Any]) -> str:
     text = "none solved" if h["horizon"] is None else f"T={h['horizon']}"
     if h["unfinished"]:
@@ -82,15 +82,17 @@ def horizon_markdown(horizons: Sequence[dict[str, Any]]) -> str:
 
   rows = [dict(h, lengths=", ".join(map(str, h["lengths_run"])) or "-") for h in horizons]
   return report.markdown_table(
-      rows, ["task", "cell", "direction", "horizon", "steps", "wall", "lengths"],
+      rows, ["task", "cell", "direction", "horizon", "steps", "wall", "rate", "lengths"],
       ["task", "cell", "direction", "memory horizon", "steps to solve it (median [min-max])",
-       "wall s to solve it", "T finished"],
+       "wall s to solve it", "s to solve it at the median rate", "T finished"],
       formatters={
           "horizon": horizon_text,
           "steps": lambda h: ("-" if h["steps_median"] is None else
                               f"{h['steps_median']:.0f} [{h['steps_min']}-{h['steps_max']}]"),
           "wall": lambda h: ("-" if h["wall_to_solve_sec"] is None
                              else f"{h['wall_to_solve_sec']:.0f}"),
+          "rate": lambda h: ("-" if h.get("time_to_solve_sec") is None
+                             else f"{h['time_to_solve_sec']:.0f}"),
       })
 
 
@@ -173,7 +175,10 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
   lines.append(f"- Grid run: {_rows_grid_text(rows)}; {done} of {len(rows)} points finished")
   lines.append("- Wall time per point: from summary.json, summed over the sessions of the point "
                "that ended normally (compilation included); a session killed part-way and "
-               "resumed is not counted, so such a point's time is an underestimate")
+               "resumed is not counted, so such a point's time is an underestimate, and time "
+               "the study was paused or shared the cores is counted. Steps/s: the point's median "
+               "over its log intervals (evaluations and checkpoints included; compilation, pauses "
+               "and load spikes fall outside the median), the rate to read for its cost")
   default = manifest.get("default_grid")
   if default:
     missing = _missing_from_default(rows, default)
@@ -186,8 +191,9 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
   lines.append("")
   lines += ["## Memory horizon", "",
             "The longest sequence length T at which at least 2 of 3 seeds (2/3 of the seeds) "
-            "reached the task's solved threshold, with the steps those seeds took there and the "
-            "wall time of that point prorated to the median steps (compilation included).", "",
+            "reached the task's solved threshold, with the steps those seeds took there, the "
+            "wall time of that point prorated to the median steps (compilation included) and "
+            "the median steps at the point's median steps/s.", "",
             horizon_markdown(horizon.memory_horizons(rows)), ""]
   for task in dict.fromkeys(r["task"] for r in rows):
     lines += _task_section(task, [r for r in rows if r["task"] == task])
@@ -224,10 +230,10 @@ def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
   text = text.format(threshold=" / ".join(f"{t:g}" for t in thresholds)
                      or _DEFAULT_THRESHOLD.get(task, "?"))
   columns = ["cell", "direction", "length", "value", "loss_mean", "baseline", "solved",
-             "steps", "wall_time_sec"]
+             "steps", "wall_time_sec", "steps_per_sec"]
   headers = ["cell", "direction", "T", f"final {metric} (mean ± sd)", "final loss",
              "chance baseline", "steps to solve (mean of the solved seeds)", "steps run",
-             "wall time (s)"]
+             "wall time (s)", "steps/s (median)"]
   if any(verdicts.literature_text(r) for r in rows):
     columns.append("literature")
     headers.append("literature (same task)")
@@ -241,6 +247,8 @@ def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
       "solved": sweep_table.steps_to_solve_text,
       "wall_time_sec": lambda r: ("-" if r.get("wall_time_sec") is None
                                   else f"{r['wall_time_sec']:.0f}"),
+      "steps_per_sec": lambda r: ("-" if r.get("steps_per_sec") is None
+                                  else f"{r['steps_per_sec']:.3g}"),
       "literature": lambda r: verdicts.literature_text(r) or "-",
   })
   return [f"## {task}", "", text, "", table]

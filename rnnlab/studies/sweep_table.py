@@ -78,8 +78,17 @@ def point_row(point: Any, status: str) -> dict[str, Any]:
       steps_to_solve_mean=float(np.mean(solved)) if solved else None,
       steps_to_solve=solved_at,
       wall_time_sec=summary.get("wall_time_sec"),
+      steps_per_sec=median_rate(metrics_log.read(point.workdir)),
   )
   return row
+
+
+def median_rate(metrics: Sequence[dict[str, Any]]) -> float | None:
+  """Train steps per second of a run at its median over its log intervals (evaluation and
+  checkpoints included; the interval that compiled, a paused study and load spikes fall outside
+  the median), or None when it logged no rate."""
+  rates = [r["steps_per_sec"] for r in metrics if r.get("steps_per_sec")]
+  return float(np.median(rates)) if rates else None
 
 
 def steps_to_solve_text(row: dict[str, Any]) -> str:
@@ -95,7 +104,7 @@ def steps_to_solve_text(row: dict[str, Any]) -> str:
 
 TABLE_COLUMNS = ["status", "steps", "metric", "metric_mean", "metric_sd", "metric_per_seed",
                  "loss_mean", "baseline_of", "baseline", "solved_seeds", "num_seeds",
-                 "steps_to_solve_mean", "steps_to_solve", "wall_time_sec"]
+                 "steps_to_solve_mean", "steps_to_solve", "wall_time_sec", "steps_per_sec"]
 
 
 def table_text(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> tuple[str, str]:
