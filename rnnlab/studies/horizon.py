@@ -21,7 +21,7 @@ def memory_horizons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   solved the horizon point), wall_to_solve_sec (the horizon point's wall time prorated to the
   median steps to solve: compilation included, evaluation of later steps excluded),
   time_to_solve_sec (the median steps at the point's median training rate,
-  `sweep_table.median_rate`: what the wall time is without the study's pauses and load spikes),
+  `sweep_table.median_rate`: the wall time without pauses and load shorter than half the run),
   and unfinished (lengths not finished yet, so the horizon may still grow).
   """
   out = []

@@ -177,8 +177,9 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
                "that ended normally (compilation included); a session killed part-way and "
                "resumed is not counted, so such a point's time is an underestimate, and time "
                "the study was paused or shared the cores is counted. Steps/s: the point's median "
-               "over its log intervals (evaluations and checkpoints included; compilation, pauses "
-               "and load spikes fall outside the median), the rate to read for its cost")
+               "over its log intervals (evaluations and checkpoints included; compilation, and "
+               "pauses or load lasting less than half the point's run, fall outside the median), "
+               "the rate to read for its cost")
   default = manifest.get("default_grid")
   if default:
     missing = _missing_from_default(rows, default)

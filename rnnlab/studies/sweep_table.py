@@ -85,8 +85,8 @@ def point_row(point: Any, status: str) -> dict[str, Any]:
 
 def median_rate(metrics: Sequence[dict[str, Any]]) -> float | None:
   """Train steps per second of a run at its median over its log intervals (evaluation and
-  checkpoints included; the interval that compiled, a paused study and load spikes fall outside
-  the median), or None when it logged no rate."""
+  checkpoints included; the interval that compiled, and pauses or load lasting less than half
+  the run, fall outside the median), or None when it logged no rate."""
   rates = [r["steps_per_sec"] for r in metrics if r.get("steps_per_sec")]
   return float(np.median(rates)) if rates else None
 
