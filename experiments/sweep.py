@@ -51,27 +51,16 @@ def main(argv: list[str]) -> None:
     else:
       overrides = sweep_spec.from_sweep_object(_sweep_from_config_file(), config)
     training = _TRAINING()
-    if training.launcher == "inline":
-      try:
-        sweep.run_sweep(config, overrides, _WORKDIR.value, training.num_shards,
-                        training.shard_index, parallel=training.parallel)
-      except RnnlabError as e:
-        raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
-    else:
-      if training.num_shards != 1:
-        raise ConfigError("--num_shards splits an inline sweep; with --launcher="
-                          f"{training.launcher} every unfinished point is submitted (drop it)")
-      try:
-        launched = launch.launch_sweep(config, overrides, _WORKDIR.value, training.launcher,
-                                       training.resources)
-      except RnnlabError as e:
-        raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
-      if launched.rows is None:
-        print(f"submitted {len(launched.submitted)} points as Slurm jobs "
-              f"{' '.join(launched.job_ids)} (logs: "
-              f"{os.path.join(_WORKDIR.value, launch.SUBMITIT_DIR)}); when they are done, "
-              f"build the table with:\n  {launched.merge_command}")
-        return
+    try:
+      trained = launch.run_sweep(config, overrides, _WORKDIR.value, training)
+    except RnnlabError as e:
+      raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
+    if training.launcher == "slurm" and trained.submitted:
+      print(f"submitted {len(trained.submitted)} points as Slurm jobs "
+            f"{' '.join(trained.job_ids)} (logs: "
+            f"{os.path.join(_WORKDIR.value, launch.SUBMITIT_DIR)}); when they are done, "
+            f"build the table with:\n  {launch.merge_command(_WORKDIR.value)}")
+      return
   print(os.path.join(_WORKDIR.value, sweep.TABLE_MD))
 
 

@@ -45,7 +45,7 @@ def launched(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("launch")
   config = _config()
   overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,3e-3", config))
-  inline_rows = sweep.run_sweep(config, overrides, str(tmp / "inline"))
+  inline_rows = launch.run_sweep(config, overrides, str(tmp / "inline")).rows
 
   base = str(tmp / "local")
   points = sweep.make_points(config, overrides, base)
@@ -61,8 +61,8 @@ def launched(tmp_path_factory):
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
   try:
-    result = launch.launch_sweep(config, overrides, base, "local",
-                                 launch.Resources(time_min=10, local_parallelism=2))
+    result = launch.run_sweep(config, overrides, base, launch.Training(
+        "local", resources=launch.Resources(time_min=10, local_parallelism=2)))
   finally:
     for k, v in old.items():
       if v is None:
@@ -77,7 +77,7 @@ def launched(tmp_path_factory):
 def test_local_launch_gives_the_inline_table(launched):
   s = launched
   result = s["result"]
-  assert result.submitted == ["lr=0.003"]  # the finished point was not submitted
+  assert result.submitted == ["lr=0.003"] and result.done  # the finished point: not submitted
   assert len(result.job_ids) == 1
   assert [(r["status"], r["steps"]) for r in result.rows] == [("finished", 10)] * 2
   assert _table(result.rows) == _table(s["inline_rows"])
@@ -97,9 +97,9 @@ def test_relaunch_submits_nothing(launched):
     def map_array(self, *args):
       raise AssertionError("a finished sweep submitted jobs")
 
-  again = launch.launch_sweep(s["config"], s["overrides"], s["base"], "local",
-                              executor=NoSubmission())
-  assert again.submitted == [] and again.job_ids == []
+  again = launch.run_sweep(s["config"], s["overrides"], s["base"], launch.Training("local"),
+                           executor=NoSubmission())
+  assert again.submitted == [] and again.job_ids == [] and again.done
   assert _table(again.rows) == _table(s["inline_rows"])
 
 
@@ -185,6 +185,22 @@ def test_readme_slurm_command_submits_the_array(tmp_path):
   with open(workdir / "sweep.json") as f:
     assert len(json.load(f)["points"]) == 6
   assert "0 of 6 points finished" in (workdir / "sweep.md").read_text()
+
+
+def test_a_shard_of_a_sweep_is_submitted_alone(tmp_path):
+  """--num_shards/--shard_index pick the points a launcher submits, as they pick the points an
+  inline sweep trains (was: refused with a launcher)."""
+  workdir = tmp_path / "adding"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--config=configs/adding.py",
+       f"--workdir={workdir}", "--sweep=train.learning_rate=1e-3,2e-3,3e-3,4e-3",
+       "--launcher=slurm", "--num_shards=2", "--shard_index=1"],
+      cwd=ROOT, env=_fake_slurm(tmp_path), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "submitted 2 points as Slurm jobs 4242_0 4242_1 " in result.stdout
+  assert "#SBATCH --array=0-1%" in (tmp_path / "job.sh").read_text()
+  with open(workdir / "sweep.json") as f:
+    assert len(json.load(f)["points"]) == 4  # the whole sweep is recorded
 
 
 def test_a_study_with_bad_launch_settings_writes_nothing(tmp_path):

@@ -54,13 +54,13 @@ def test_second_sweep_into_the_same_workdir_is_refused(tmp_path):
   config = tiny_config(num_steps=10)
   base = str(tmp_path / "sweep")
   first = sweep_spec.product(sweep_spec.parse_spec("model.cell=vanilla,gru", config))
-  sweep.run_sweep(config, first, base)
+  launch.run_sweep(config, first, base)
   before = open(os.path.join(base, sweep.MANIFEST_FILE)).read()
   other = sweep_spec.product(sweep_spec.parse_spec("model.hidden_size=4,6", config))
   with pytest.raises(ConfigError, match="holds another sweep .2 points; new points: hidden=4"):
-    sweep.run_sweep(config, other, base)
+    launch.run_sweep(config, other, base)
   assert open(os.path.join(base, sweep.MANIFEST_FILE)).read() == before
-  sweep.run_sweep(config, first, base)  # the same sweep again resumes (here: all finished)
+  launch.run_sweep(config, first, base)  # the same sweep again resumes (here: all finished)
 
 
 def test_point_name_too_long_for_the_file_system_is_shortened(tmp_path):

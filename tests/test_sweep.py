@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.studies import sweep, sweep_spec, sweep_table
+from rnnlab.studies import launch, sweep, sweep_spec, sweep_table
 from rnnlab.training import train
 from tests.conftest import run_entry, tiny_config
 
@@ -53,7 +53,7 @@ def test_spec_errors_name_the_problem(spec, message):
 def test_bad_value_is_caught_before_training(tmp_path):
   overrides = sweep_spec.product(sweep_spec.parse_spec("model.cell=lstm,transformer", _config()))
   with pytest.raises(ConfigError, match="sweep point 'cell=transformer'.*not allowed"):
-    sweep.run_sweep(_config(), overrides, str(tmp_path))
+    launch.run_sweep(_config(), overrides, str(tmp_path))
   assert not os.path.exists(tmp_path / "cell=lstm")
 
 
@@ -114,11 +114,14 @@ def test_bad_run_flags_leave_no_sweep_behind(tmp_path, flags, match):
   base = tmp_path / "sweep"
   overrides = sweep_spec.product(sweep_spec.parse_spec("model.cell=vanilla,gru", tiny_config()))
   with pytest.raises(ConfigError, match=match):
-    sweep.run_sweep(tiny_config(), overrides, str(base), **flags)
+    launch.run_sweep(tiny_config(), overrides, str(base), launch.Training(**flags))
   assert not base.exists()
 
 
 # ----------------------------------------------------------------------------- running
+
+_SHARD_1_OF_2 = launch.Training(num_shards=2, shard_index=1)
+
 
 @pytest.fixture(scope="module")
 def sharded_sweep(tmp_path_factory):
@@ -135,8 +138,9 @@ def sharded_sweep(tmp_path_factory):
   assert sweep.status(points[1]) == "partial" and sweep.status(points[0]) == "new"
   before = train.read_metrics(points[1].workdir)
   ran = []
-  rows = sweep.run_sweep(config, overrides, base, num_shards=2, shard_index=1,
-                         run=lambda p: ran.append((p.name, sweep.status(p))) or sweep.run_point(p))
+  rows = launch.run_sweep(config, overrides, base, _SHARD_1_OF_2,
+                          run=lambda p: ran.append((p.name, sweep.status(p))) or sweep.run_point(p)
+                          ).rows
   return dict(base=base, config=config, overrides=overrides, points=points, rows=rows, ran=ran,
               before=before)
 
@@ -159,8 +163,8 @@ def test_sweep_runs_its_shard_resumes_and_writes_the_table(sharded_sweep):
 def test_rerun_skips_finished_points(sharded_sweep):
   s = sharded_sweep
   ran = []
-  sweep.run_sweep(s["config"], s["overrides"], s["base"], num_shards=2, shard_index=1,
-                  run=lambda p: ran.append(sweep.run_point(p)))
+  launch.run_sweep(s["config"], s["overrides"], s["base"], _SHARD_1_OF_2,
+                   run=lambda p: ran.append(sweep.run_point(p)))
   assert ran == [None]
 
 
@@ -221,7 +225,7 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
   config.model.cell = "irnn"  # relu with identity recurrence: a huge step makes it overflow
   config.train.grad_clip = 0.0
   overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e9,1e-3", config))
-  rows = sweep.run_sweep(config, overrides, str(tmp_path))
+  rows = launch.run_sweep(config, overrides, str(tmp_path)).rows
   by_lr = {r["train.learning_rate"]: r for r in rows}
   bad, good = by_lr[1e9], by_lr[1e-3]
   assert bad["status"] == "diverged" and bad["diverged_at"] >= 0
@@ -230,7 +234,7 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "non-finite" in json.load(f)["message"]
   assert good["status"] == "finished" and good["steps"] == 10
   ran = []
-  sweep.run_sweep(config, overrides, str(tmp_path), run=lambda p: ran.append(sweep.status(p)))
+  launch.run_sweep(config, overrides, str(tmp_path), run=lambda p: ran.append(sweep.status(p)))
   assert ran == ["diverged", "finished"]
   assert "diverged at step" in open(tmp_path / "sweep.md").read()
 

@@ -49,7 +49,7 @@ def gradient_flow_study(config: ml_collections.ConfigDict, cell_names: Sequence[
   base.train.stop_when_solved = False
   points = sweep.make_points(base, [(("model.cell", name),) for name in cell_names], train_dir,
                              names=list(cell_names))
-  if not launch.train_points(points, train_dir, training):
+  if not launch.train_points(points, train_dir, training).done:
     return None
   at_init = [gradient_flow.norms_at_init(p.config, num_examples).tolist() for p in points]
   runs = []
@@ -114,7 +114,7 @@ def exploding_study(config: ml_collections.ConfigDict, scales: Sequence[float],
   labels = {"clip": f"global-norm clip {clip}", "noclip": "no clipping"}
   points = sweep.make_points(trained, [(("train.grad_clip", clip),), (("train.grad_clip", 0.0),)],
                              train_dir, names=list(labels))
-  if not launch.train_points(points, train_dir, training):
+  if not launch.train_points(points, train_dir, training).done:
     return None
   norms = []
   for scale in scales:

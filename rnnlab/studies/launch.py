@@ -1,20 +1,23 @@
-"""Launchers for sweeps: the points of `rnnlab.studies.sweep` as submitit jobs, locally or on Slurm.
+"""How sweeps and studies train their points: here in worker processes, or as submitit jobs.
 
-`launch_sweep` makes and validates every point (before anything is submitted), writes sweep.json,
-skips the finished points (`sweep.status`) and submits the others as one job array:
+`train_points` is the one way a study or a sweep trains its points, as a `Training` says: this
+shard's points (`sweep.shard`), the finished and diverged ones skipped (`sweep.is_done`), the
+others "inline" (`sweep.run_points`, in `parallel` worker processes here) or submitted as one job
+array through submitit. `run_sweep` is a sweep's entry: it makes, validates and records every
+point (`sweep.start_sweep`), trains them with `train_points` and writes the table. The launchers:
 
   * "slurm": one array task per point (`sbatch --array=0-N%parallelism`), resources from
     `Resources`, logs in base_workdir/submitit/. It returns at once with the job ids; the table
     is rebuilt by `sweep.merge(base_workdir)` (`experiments.sweep --merge`) when they are done.
   * "local": the pending points split into at most `Resources.local_parallelism` jobs (every
     k-th point, as `sweep.shard`), each a local process (submitit's LocalExecutor) that runs its
-    points one after another; it waits for them and merges the table.
+    points one after another; it waits for them.
 
 A job is `run_job(specs)`: a top-level function of plain data (each point's name, overrides,
 workdir and resolved config as a dict), so it pickles without Flax or JAX objects. Each point
 is an ordinary run in its workdir (`sweep.run_point`), so a job that was killed or timed out
 resumes its point from the latest checkpoint when the sweep is launched again, and the table is
-built by the same code as an in-process sweep: it is the same table.
+built by the same code whatever trained the points: it is the same table.
 
 Jobs inherit the environment of the process that submits them (LocalExecutor starts them with
 it; sbatch exports it by default): JAX_PLATFORMS, XLA_FLAGS and the compilation cache are set
@@ -26,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 from absl import logging
@@ -100,7 +103,8 @@ class Training:
     sweep.check_parallel(self.parallel)
     sweep.check_shard(self.num_shards, self.shard_index)
     if self.launcher != "inline":
-      check_submitter(self.launcher, self.resources)
+      self.resources.check()
+      require_submitit()
 
   def at_once(self, num_points: int) -> int:
     """At most how many of `num_points` points train at the same time."""
@@ -110,22 +114,22 @@ class Training:
 
 
 @dataclasses.dataclass
-class Launched:
-  """What `launch_points` (and `launch_sweep`) did.
+class Trained:
+  """What `train_points` (and `run_sweep`) did.
 
   Attributes:
-    submitted: names of the points submitted (the finished and diverged ones are not).
+    done: every point is finished or diverged, so the study can go on to its analysis (False
+      while other shards or Slurm jobs have points left).
+    submitted: names of the points submitted as jobs (launchers "local" and "slurm"; the
+      finished and diverged ones are not).
     job_ids: one submitit job id per job ("1234_0", ... on Slurm).
-    rows: `launch_sweep` only: the merged table rows (local, or nothing to submit); None while
-      Slurm jobs run.
-    merge_command: `launch_sweep` only: the command that rebuilds the table once Slurm jobs are
-      done.
+    rows: `run_sweep` only: the sweep's table as it stands.
   """
 
-  submitted: list[str]
-  job_ids: list[str]
+  done: bool
+  submitted: list[str] = dataclasses.field(default_factory=list)
+  job_ids: list[str] = dataclasses.field(default_factory=list)
   rows: list[dict[str, Any]] | None = None
-  merge_command: str | None = None
 
 
 def require_submitit() -> ModuleType:
@@ -138,18 +142,10 @@ def require_submitit() -> ModuleType:
   return submitit
 
 
-def check_submitter(launcher: str, resources: Resources) -> ModuleType:
-  """The submitit module for submitting with `launcher` ("local" or "slurm") and `resources`;
-  ConfigError for another launcher or a bad resource, RnnlabError without submitit."""
-  if launcher not in ("local", "slurm"):
-    raise ConfigError(f"launcher={launcher!r} does not submit jobs; choose local or slurm")
-  resources.check()
-  return require_submitit()
-
-
 def make_executor(launcher: str, folder: str, resources: Resources) -> Any:
-  """A submitit executor ("local" or "slurm") that writes its files under `folder`."""
-  submitit = check_submitter(launcher, resources)
+  """A submitit executor ("local" or "slurm") that writes its files under `folder`; the
+  settings were checked by `Training.check`."""
+  submitit = require_submitit()
   try:
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
   except RuntimeError as e:  # no `srun` on PATH: not on a Slurm cluster
@@ -219,70 +215,68 @@ def _wait(jobs: Sequence[Any], groups: Sequence[Sequence[sweep.Point]]) -> None:
                       "skipped and the others resume from their checkpoints.")
 
 
-def launch_points(points: Sequence[sweep.Point], base_workdir: str, launcher: str,
-                  resources: Resources = Resources(), executor: Any = None) -> Launched:
-  """Submits the unfinished of `points` (made by the caller, under base_workdir) as jobs
-  through submitit: the launcher counterpart of `sweep.run_points`.
-
-  "local" waits for the jobs (RnnlabError naming the failed points and their logs); "slurm"
-  returns after submission. The caller builds its table or report (for a sweep, `sweep.merge`)
-  once the points are done. `executor` replaces the one `make_executor` would build (tests).
-  """
-  submitit = check_submitter(launcher, resources)
+def _submit(points: Sequence[sweep.Point], base_workdir: str, training: Training,
+            executor: Any) -> Trained:
+  """Submits the unfinished of `points` as one job array; "local" waits for the jobs
+  (RnnlabError naming the failed points and their logs), "slurm" returns after submission."""
+  submitit = require_submitit()
   pending = pending_points(points)
-  groups = job_groups(pending, launcher, resources)
+  groups = job_groups(pending, training.launcher, training.resources)
   if not groups:
-    return Launched([], [])
+    return Trained(done=True)
   if executor is None:
-    executor = make_executor(launcher, os.path.join(base_workdir, SUBMITIT_DIR), resources)
+    executor = make_executor(training.launcher, os.path.join(base_workdir, SUBMITIT_DIR),
+                             training.resources)
   specs = [[sweep.point_spec(p) for p in group] for group in groups]
   try:
     jobs = executor.map_array(run_job, specs)
   except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
     raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
-  launched = Launched([p.name for p in pending], [str(job.job_id) for job in jobs])
-  if launcher == "local":
+  job_ids = [str(job.job_id) for job in jobs]
+  logging.info("submitted %d points as %s jobs %s (logs: %s)", len(pending), training.launcher,
+               " ".join(job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
+  if training.launcher == "local":
     _wait(jobs, groups)
-  return launched
+  return Trained(done=False, submitted=[p.name for p in pending], job_ids=job_ids)
 
 
 def train_points(points: Sequence[sweep.Point], base_workdir: str,
-                 training: Training = Training()) -> bool:
-  """How a study trains its points; True once every point is finished (its analysis can go on).
+                 training: Training = Training(), run: Callable[[sweep.Point], Any] = (
+                     sweep.run_point), executor: Any = None) -> Trained:
+  """Trains this shard's unfinished points (under base_workdir) as `training` says.
 
-  Only this shard's points (`sweep.shard`) are trained: "inline" in `training.parallel` worker
-  processes here (`sweep.run_points`), "local" or "slurm" as submitit jobs (`launch_points`:
-  "local" waits for them, "slurm" returns at once). A finished point is never trained again, so
-  running the study again once its other shards or its Slurm jobs are done goes on to its
-  analysis.
+  "inline" runs them here with `run`, in `training.parallel` worker processes
+  (`sweep.run_points`); "local" and "slurm" submit them as submitit jobs ("local" waits for
+  them, "slurm" returns at once; `executor` replaces the one `make_executor` would build, for
+  tests). A finished point is never trained again, so running the study again once its other
+  shards or its Slurm jobs are done goes on to its analysis: `Trained.done`.
   """
   training.check()
   mine = sweep.shard(points, training.num_shards, training.shard_index)
   if training.launcher == "inline":
-    sweep.run_points(mine, parallel=training.parallel)
+    sweep.run_points(mine, run, parallel=training.parallel)
+    trained = Trained(done=False)
   else:
-    launched = launch_points(mine, base_workdir, training.launcher, training.resources)
-    if launched.submitted:
-      logging.info("submitted %d points as %s jobs %s (logs: %s)", len(launched.submitted),
-                   training.launcher, " ".join(launched.job_ids),
-                   os.path.join(base_workdir, SUBMITIT_DIR))
-  return all(sweep.is_done(p) for p in points)
+    trained = _submit(mine, base_workdir, training, executor)
+  return dataclasses.replace(trained, done=all(sweep.is_done(p) for p in points))
 
 
-def launch_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],
-                 base_workdir: str, launcher: str, resources: Resources = Resources(),
-                 executor: Any = None) -> Launched:
-  """Submits the sweep's unfinished points as jobs through submitit (`launch_points`).
+def merge_command(base_workdir: str) -> str:
+  """The command that rebuilds a sweep's table from its workdirs."""
+  return f"python -m experiments.sweep --merge --workdir={base_workdir}"
 
-  Every point is made and validated first (ConfigError before anything is submitted). "local"
-  waits for the jobs and writes the table; "slurm" returns after submission (rows is None) and
-  writes the table as it stands. `executor`: as in `launch_points`.
+
+def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.Overrides],
+              base_workdir: str, training: Training = Training(),
+              run: Callable[[sweep.Point], Any] = sweep.run_point, executor: Any = None
+              ) -> Trained:
+  """A sweep: makes, validates and records every point (`sweep.start_sweep`; ConfigError, and
+  nothing written, for a bad point or bad `training`), trains this shard's unfinished points
+  (`train_points`) and writes the table of the whole sweep (`sweep.merge`: points of other
+  shards, or of Slurm jobs still running, show their current status). `run` and `executor`: as
+  in `train_points`.
   """
-  check_submitter(launcher, resources)
+  training.check()
   points = sweep.start_sweep(config, overrides_list, base_workdir)
-  launched = launch_points(points, base_workdir, launcher, resources, executor)
-  rows = sweep.merge(base_workdir)  # on Slurm: the table as it stands, the jobs are not done
-  merge_command = f"python -m experiments.sweep --merge --workdir={base_workdir}"
-  if launcher == "slurm" and launched.submitted:
-    return dataclasses.replace(launched, merge_command=merge_command)
-  return dataclasses.replace(launched, rows=rows, merge_command=merge_command)
+  trained = train_points(points, base_workdir, training, run, executor)
+  return dataclasses.replace(trained, rows=sweep.merge(base_workdir))

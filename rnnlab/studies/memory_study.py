@@ -15,7 +15,6 @@ import ml_collections
 
 from rnnlab.errors import ConfigError
 from rnnlab.studies import horizon, launch, memory_grid, memory_report, sweep, sweep_table
-from rnnlab.training import metrics_log
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, command: str,
@@ -117,8 +116,7 @@ def _row(point: sweep.Point, row: dict[str, Any]) -> dict[str, Any]:
   row = dict(row)
   row.update(threshold=_threshold(point), task=ov["task.name"], length=ov["task.length"],
              cell=memory_grid.cell_label(ov),
-             direction="bi" if ov["model.bidirectional"] else "uni", workdir=point.workdir,
-             metric_at_half=_metric_at_half(point.workdir, row))
+             direction="bi" if ov["model.bidirectional"] else "uni", workdir=point.workdir)
   return row
 
 
@@ -131,19 +129,6 @@ def _threshold(point: sweep.Point) -> float | None:
     return float(tasks.get(point.config.task).solved_threshold)
   except (ValueError, KeyError, AttributeError):
     return None
-
-
-def _metric_at_half(workdir: str, row: dict[str, Any]) -> float | None:
-  """The eval metric (mean over seeds) at the evaluation nearest half the steps run: with the
-  final value it says whether a run was still improving when the budget ran out."""
-  if not row.get("metric") or not row.get("steps"):
-    return None
-  key = f"eval_{row['metric']}"
-  evals = [r for r in metrics_log.read(workdir) if key in r]
-  if not evals:
-    return None
-  return float(min(evals, key=lambda r: abs(r["step"] - row["steps"] / 2))[key])
-
 
 
 def summary_text(rows: Sequence[dict[str, Any]]) -> str:

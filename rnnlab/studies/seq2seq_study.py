@@ -63,7 +63,7 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
   # One sweep point per variant, in workdir_root/<variant>: resumable, in parallel workers.
   points = sweep.make_points(config, [(("model.attention", v),) for v in variants],
                              workdir_root, names=variants)
-  if not launch.train_points(points, workdir_root, training):
+  if not launch.train_points(points, workdir_root, training).done:
     return None
   results: dict[str, dict[str, Any]] = {}
   for variant, point in zip(variants, points):

@@ -11,9 +11,10 @@ so every point is resumable on its own and any scheduler can run the points in p
 
 The overrides come from `rnnlab.studies.sweep_spec` (the --sweep syntax or `get_sweep()`).
 
-Launching is pluggable: `run_points(points, run=...)` takes any function of one `Point`; a
-Slurm/submitit launcher submits `run_point(point)` per point (each is independent) and calls
-`merge(base_workdir)` at the end.
+Launching is pluggable: `run_points(points, run=...)` takes any function of one `Point`, and the
+submitit launchers of `rnnlab.studies.launch` submit `run_point(point)` per point (each is
+independent); `launch.run_sweep` is a whole sweep (points, training, table) and
+`merge(base_workdir)` rebuilds the table from the workdirs at any time.
 
 Files under base_workdir: sweep.json (the points: names and overrides), one workdir per point,
 sweep.md and sweep.csv (one row per point, built only from the point workdirs' files).
@@ -355,25 +356,11 @@ def collect(points: Sequence[Point]) -> list[dict[str, Any]]:
   return [sweep_table.point_row(p, status(p)) for p in points]
 
 
-def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overrides],
-              base_workdir: str, num_shards: int = 1, shard_index: int = 0,
-              run: Callable[[Point], Any] = run_point, parallel: int = 1
-              ) -> list[dict[str, Any]]:
-  """Makes and validates every point (`start_sweep`), runs this shard's points (in `parallel`
-  worker processes, see `run_points`), and writes the table of the whole sweep (points of other
-  shards show their current status)."""
-  check_shard(num_shards, shard_index)
-  check_parallel(parallel)
-  points = start_sweep(config, overrides_list, base_workdir)
-  run_points(shard(points, num_shards, shard_index), run, parallel)
-  return merge(base_workdir)
-
-
 def start_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overrides],
                 base_workdir: str) -> list[Point]:
   """Makes and validates every point (ConfigError before anything is written or trained),
   refuses another sweep's workdir (`check_same_sweep`) and writes sweep.json; returns the
-  points."""
+  points (for `launch.run_sweep`)."""
   points = make_points(config, overrides_list, base_workdir)
   check_same_sweep(base_workdir, points)
   os.makedirs(base_workdir, exist_ok=True)

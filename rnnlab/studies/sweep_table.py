@@ -51,11 +51,11 @@ def point_row(point: Any, status: str) -> dict[str, Any]:
     row.update(status="diverged", steps=diverged.get("step"), diverged_at=diverged.get("step"))
     return row
   summary = read_summary(point.workdir)
+  logged = metrics_log.read(point.workdir)
   if summary is None:
-    rows = metrics_log.read(point.workdir)
-    row.update(status="partial" if rows or os.path.exists(
+    row.update(status="partial" if logged or os.path.exists(
         os.path.join(point.workdir, run_folder.CONFIG_FILE)) else "not run",
-               steps=max((r["step"] for r in rows), default=0))
+               steps=max((r["step"] for r in logged), default=0))
     return row
   metric = summary["metric"]
   values = _per_seed(summary, metric)
@@ -78,7 +78,8 @@ def point_row(point: Any, status: str) -> dict[str, Any]:
       steps_to_solve_mean=float(np.mean(solved)) if solved else None,
       steps_to_solve=solved_at,
       wall_time_sec=summary.get("wall_time_sec"),
-      steps_per_sec=median_rate(metrics_log.read(point.workdir)),
+      steps_per_sec=median_rate(logged),
+      metric_at_half=metric_at_half(logged, metric, summary.get("steps")),
   )
   return row
 
@@ -89,6 +90,17 @@ def median_rate(metrics: Sequence[dict[str, Any]]) -> float | None:
   the run, fall outside the median), or None when it logged no rate."""
   rates = [r["steps_per_sec"] for r in metrics if r.get("steps_per_sec")]
   return float(np.median(rates)) if rates else None
+
+
+def metric_at_half(metrics: Sequence[dict[str, Any]], metric: str, steps: int | None
+                   ) -> float | None:
+  """The eval `metric` (mean over seeds) at the evaluation nearest half the `steps` run: with the
+  final value it says whether a run was still improving when its budget ran out."""
+  key = f"eval_{metric}"
+  evals = [r for r in metrics if key in r]
+  if not evals or not steps:
+    return None
+  return float(min(evals, key=lambda r: abs(r["step"] - steps / 2))[key])
 
 
 def steps_to_solve_text(row: dict[str, Any]) -> str:
