@@ -20,14 +20,10 @@ import jax.numpy as jnp
 from rnnlab.core import cells
 
 
-def _median_ms(samples: list[float]) -> float:
-  """Median of `samples` (seconds) in milliseconds."""
-  return 1e3 * statistics.median(samples)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
-                ) -> dict[str, float]:
-  """Median wall milliseconds of each fn, timed in rounds that call every fn once in turn."""
+def interleaved_rounds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+                       ) -> dict[str, list[float]]:
+  """Wall milliseconds of each fn in each of `repeats` rounds that call every fn once in turn
+  (after `warmup` calls of each): [repeats] per fn, round k of every fn side by side."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -36,8 +32,14 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
     for name, fn in fns.items():
       t0 = time.perf_counter()
       fn()
-      samples[name].append(time.perf_counter() - t0)
-  return {k: _median_ms(v) for k, v in samples.items()}
+      samples[name].append(1e3 * (time.perf_counter() - t0))
+  return samples
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+                ) -> dict[str, float]:
+  """Median wall milliseconds of each fn, timed in rounds that call every fn once in turn."""
+  return {k: statistics.median(v) for k, v in interleaved_rounds(fns, repeats, warmup).items()}
 
 
 def matmul_peak_gflops(repeats: int, n: int = 2048) -> float:

@@ -60,6 +60,9 @@ def test_seeds_speedup_report(tmp_path):
   for key in ("ms/step 1 seed", "ms/step vmap", "ms/step map", "x vmap", "x map"):
     assert float(vals[key]) > 0
   assert float(vals["x auto"]) == float(vals["x map"])
+  for key in ("x vmap", "x map"):  # one round: its range is the one ratio
+    low, high = (float(x) for x in vals[f"{key}, rounds"].split("-"))
+    assert low == high == pytest.approx(float(vals[key]), abs=0.006)
   # Timed as the first of a 2-worker study's workers: pinned to its half of the CPUs.
   pinned = "pinned to CPU" in md and "as one of the 2 workers" in md
   assert pinned == (len(os.sched_getaffinity(0)) >= 2)
