@@ -41,6 +41,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.compare.tasks = "copy,adding"
   config.compare.copy_lengths = "10,20,50,100"
   config.compare.adding_lengths = "50,100,200,400"
+  # True: train each task's lengths shortest first and leave out a cell's longer lengths once it
+  # finished one unsolved (the long-delay study); False: every point of the grid (this study).
+  config.compare.skip_past_horizon = False
   # Per task or cell label: sweep terms applied to those points ("key=value;key2=value2").
   config.compare.overrides = ml_collections.ConfigDict()
   config.compare.overrides.copy = "train.num_steps=10000"

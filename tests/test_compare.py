@@ -233,6 +233,8 @@ def _horizon_row(task, length, cell, solved, seeds=3, steps_to_solve=(), steps=1
   return dict(task=task, length=length, cell=cell, direction=direction, status=status,
               solved_seeds=solved, num_seeds=seeds, steps=steps, wall_time_sec=wall,
               steps_to_solve=list(steps_to_solve) + [-1] * (seeds - len(steps_to_solve)),
+              steps_to_solve_mean=(sum(steps_to_solve) / len(steps_to_solve)
+                                   if steps_to_solve else None),
               steps_per_sec=rate)
 
 
@@ -285,3 +287,54 @@ def test_quick_study_report_has_the_horizon_table(quick_study):
   table = md[md.index("## Memory horizon"):]
   assert "| copy | gru | uni | none solved |" in table
   assert "| adding | gru | uni | none solved |" in table
+
+
+def test_points_past_an_unsolved_length_are_marked_not_lost():
+  rows = [_horizon_row("copy", 100, "lstm", 1, steps_to_solve=[900]),   # 1 of 3: unsolved
+          _horizon_row("copy", 200, "lstm", None, status="not run"),
+          _horizon_row("copy", 500, "lstm", None, status="not run"),
+          _horizon_row("copy", 100, "lru", 3, steps_to_solve=[100, 200, 300]),
+          _horizon_row("copy", 200, "lru", None, status="not run"),     # still to train
+          _horizon_row("copy", 100, "irnn", None, status="diverged"),
+          _horizon_row("copy", 200, "irnn", None, status="not run"),
+          _horizon_row("copy", 200, "gru", 0),                          # unsolved, but ...
+          _horizon_row("copy", 100, "gru", None, status="partial")]     # ... no shorter result
+  marked = horizon.mark_past_horizon(rows)
+  assert [(r["cell"], r["length"], r["status"], r.get("past_horizon_of")) for r in marked] == [
+      ("lstm", 100, "finished", None), ("lstm", 200, "past horizon", 100),
+      ("lstm", 500, "past horizon", 100), ("lru", 100, "finished", None),
+      ("lru", 200, "not run", None), ("irnn", 100, "diverged", None),
+      ("irnn", 200, "past horizon", 100), ("gru", 200, "finished", None),
+      ("gru", 100, "partial", None)]
+  assert rows[1]["status"] == "not run"  # the input rows are left as they were
+  got = {h["cell"]: h for h in horizon.memory_horizons(marked)}
+  assert got["lstm"]["past_horizon"] == [200, 500] and got["lstm"]["unfinished"] == []
+  assert got["lru"]["unfinished"] == [200] and got["lru"]["past_horizon"] == []
+  md = memory_report.horizon_markdown(horizon.memory_horizons(marked))
+  assert "| copy | lstm | uni | none solved (T=200, 500 not trained: past the horizon) |" in md
+  table = "\n".join(memory_report._task_section("copy", marked))
+  assert "not trained (T=100 unsolved)" in table
+
+
+@pytest.mark.slow
+def test_a_study_that_skips_past_the_horizon_trains_no_longer_length(tmp_path):
+  """Nothing solves copy or adding in 20 steps, so with skip_past_horizon only each task's
+  shortest length trains; the longer points are reported, not trained, also when rebuilt."""
+  config = compare_config.get_config("quick")
+  config.compare.cells = "gru"
+  config.compare.copy_lengths = "5,6"
+  config.compare.adding_lengths = "10,12"
+  config.compare.skip_past_horizon = True
+  runs, results = tmp_path / "runs", str(tmp_path / "results")
+  rows = memory_study.run(config, str(runs), results, "TEST")
+  assert sorted((r["task"], r["length"], r["status"]) for r in rows) == [
+      ("adding", 10, "finished"), ("adding", 12, "past horizon"),
+      ("copy", 5, "finished"), ("copy", 6, "past horizon")]
+  assert sorted(p.parent.name for p in runs.glob("*/config.json")) == [
+      "task=adding,T=10,cell=gru,bidir=false", "task=copy,T=5,cell=gru,bidir=false"]
+  md = open(os.path.join(results, "compare.md")).read()
+  assert "2 of 4 points finished, 2 not trained past their cell's horizon" in md
+  assert "not trained (T=5 unsolved)" in md and "not trained (T=10 unsolved)" in md
+  rebuilt = str(tmp_path / "rebuilt")
+  memory_study.run(config, str(runs), rebuilt, "TEST", from_workdirs=True)
+  assert open(os.path.join(rebuilt, "compare.md")).read() == md

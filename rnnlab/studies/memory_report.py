@@ -78,6 +78,8 @@ def horizon_markdown(horizons: Sequence[dict[str, Any]]) -> str:
     text = "none solved" if h["horizon"] is None else f"T={h['horizon']}"
     if h["unfinished"]:
       text += f" (T={', '.join(map(str, h['unfinished']))} unfinished)"
+    if h.get("past_horizon"):
+      text += f" (T={', '.join(map(str, h['past_horizon']))} not trained: past the horizon)"
     return text
 
   rows = [dict(h, lengths=", ".join(map(str, h["lengths_run"])) or "-") for h in horizons]
@@ -172,7 +174,14 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
   if manifest.get("variants"):
     lines.append("- Per-variant settings (override the above for those points): "
                  + "; ".join(f"{k}: `{v}`" for k, v in manifest["variants"].items()))
-  lines.append(f"- Grid run: {_rows_grid_text(rows)}; {done} of {len(rows)} points finished")
+  past = sum(r.get("status") == horizon.PAST_HORIZON for r in rows)
+  lines.append(f"- Grid run: {_rows_grid_text(rows)}; {done} of {len(rows)} points finished"
+               + (f", {past} not trained past their cell's horizon" if past else ""))
+  if manifest.get("skip_past_horizon"):
+    lines.append("- Past the horizon (`config.compare.skip_past_horizon`): each task's lengths "
+                 "train shortest first, and a cell and direction that finished a length with "
+                 "fewer than 2/3 of its seeds solved is not trained at the longer ones (taken "
+                 "not to hold a longer delay); those points read \"not trained\"")
   lines.append("- Wall time per point: from summary.json, summed over the sessions of the point "
                "that ended normally (compilation included); a session killed part-way and "
                "resumed is not counted, so such a point's time is an underestimate, and time "
@@ -225,6 +234,17 @@ _TASK_TEXT = {
 _DEFAULT_THRESHOLD = {"copy": 0.99, "adding": 0.01}
 
 
+def _value_text(row: dict[str, Any]) -> str:
+  status = row.get("status")
+  if status == "partial":
+    return "unfinished (stopped part-way)"
+  if status == horizon.PAST_HORIZON:
+    return f"not trained (T={row['past_horizon_of']} unsolved)"
+  if status in ("not run", "diverged"):
+    return status
+  return report.mean_sd(row.get("metric_mean"), row.get("metric_sd"))
+
+
 def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
   text, metric = _TASK_TEXT.get(task, (f"Task {task}.", "metric"))
   thresholds = sorted({r["threshold"] for r in rows if r.get("threshold") is not None})
@@ -239,10 +259,7 @@ def _task_section(task: str, rows: Sequence[dict[str, Any]]) -> list[str]:
     columns.append("literature")
     headers.append("literature (same task)")
   table = report.markdown_table(rows, columns, headers, formatters={
-      "value": lambda r: (report.mean_sd(r.get("metric_mean"), r.get("metric_sd"))
-                          if r.get("status") not in ("not run", "diverged", "partial")
-                          else "unfinished (stopped part-way)" if r["status"] == "partial"
-                          else r["status"]),
+      "value": _value_text,
       "baseline": lambda r: ("-" if r.get("baseline") is None
                              else f"{report.format_value(r['baseline'], 3)} ({r['baseline_of']})"),
       "solved": sweep_table.steps_to_solve_text,

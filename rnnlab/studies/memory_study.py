@@ -56,7 +56,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
     manifest = {"commands": [command], "default_grid": default_grid,
                 "train": config.train.to_dict(), "model": config.model.to_dict(),
                 "variants": {k: str(v) for k, v in config.compare.get("overrides", {}).items()},
-                "started": session["started"], "sessions": [session]}
+                "started": session["started"], "sessions": [session],
+                "skip_past_horizon": bool(config.compare.get("skip_past_horizon", False))}
     points = list(new_points)
     previous = _read_manifest_or_none(workdir)
     if previous is not None:
@@ -68,12 +69,40 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
-    launch.train_points(new_points, workdir, training)
-  rows = sort_rows([_row(p, r) for p, r in zip(points, sweep.collect(points))])
+    _train(new_points, workdir, training, manifest["skip_past_horizon"])
+  rows = sort_rows(_rows(points))
+  if manifest.get("skip_past_horizon"):
+    rows = horizon.mark_past_horizon(rows)
   memory_report.write_report(rows, manifest, results_dir, workdir,
                              name=memory_grid.report_name(config),
                              title=str(config.compare.get("title", memory_report.TITLE)))
   return rows
+
+
+def _rows(points: Sequence[sweep.Point]) -> list[dict[str, Any]]:
+  return [_row(p, r) for p, r in zip(points, sweep.collect(points))]
+
+
+def _train(points: Sequence[sweep.Point], workdir: str, training: launch.Training,
+           skip_past_horizon: bool) -> None:
+  """Trains the grid's unfinished points (`launch.train_points`). Skipping past the horizon,
+  they train in waves, each task's shortest length first, and a point whose (task, cell,
+  direction) finished a shorter length unsolved is not trained (`horizon.mark_past_horizon`).
+  A wave that other shards or Slurm jobs still train ends this run; the next goes on."""
+  if not skip_past_horizon:
+    launch.train_points(points, workdir, training)
+    return
+  lengths = {}
+  for p in points:
+    ov = dict(p.overrides)
+    lengths.setdefault(ov["task.name"], set()).add(ov["task.length"])
+  rank = {(task, t): i for task, ts in lengths.items() for i, t in enumerate(sorted(ts))}
+  for wave_rank in range(max(len(ts) for ts in lengths.values())):
+    rows = horizon.mark_past_horizon(_rows(points))
+    wave = [p for p, r in zip(points, rows) if rank[(r["task"], r["length"])] == wave_rank
+            and r["status"] != horizon.PAST_HORIZON]
+    if not launch.train_points(wave, workdir, training).done:
+      return
 
 
 def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir: str) -> None:

@@ -276,7 +276,8 @@ def horizon_bars(horizons: Sequence[dict[str, Any]], out: str) -> bool:
                   ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(here)))
     ax.set_xticklabels(labels, fontsize=7)
-    lengths = sorted({t for h in here for t in h["lengths_run"] + h["unfinished"]})
+    lengths = sorted({t for h in here
+                      for t in h["lengths_run"] + h["unfinished"] + h.get("past_horizon", [])})
     if lengths:
       ax.set_yticks(lengths)
       ax.set_ylim(0, max(lengths) * 1.15)
