@@ -241,8 +241,9 @@ def _submit(points: Sequence[sweep.Point], base_workdir: str, training: Training
 
 
 def train_points(points: Sequence[sweep.Point], base_workdir: str,
-                 training: Training = Training(), run: Callable[[sweep.Point], Any] = (
-                     sweep.run_point), executor: Any = None) -> Trained:
+                 training: Training = Training(),
+                 run: Callable[[sweep.Point], Any] = sweep.run_point,
+                 executor: Any = None) -> Trained:
   """Trains this shard's unfinished points (under base_workdir) as `training` says.
 
   "inline" runs them here with `run`, in `training.parallel` worker processes

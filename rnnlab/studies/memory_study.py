@@ -92,7 +92,7 @@ def _train(points: Sequence[sweep.Point], workdir: str, training: launch.Trainin
   if not skip_past_horizon:
     launch.train_points(points, workdir, training)
     return
-  lengths = {}
+  lengths: dict[str, set[int]] = {}  # each task's lengths
   for p in points:
     ov = dict(p.overrides)
     lengths.setdefault(ov["task.name"], set()).add(ov["task.length"])
