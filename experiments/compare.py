@@ -74,7 +74,14 @@ def main(argv: list[str]) -> None:
   name = memory_grid.report_name(config)
   print(memory_study.summary_text(rows))
   print(os.path.join(results_dir, memory_grid.report_files(name)["md"]))
-  if flags.FLAGS.launcher == "slurm" and not _FROM_WORKDIRS.value:
+  if _FROM_WORKDIRS.value or not any(r["status"] in ("not run", "partial") for r in rows):
+    return
+  if config.compare.get("skip_past_horizon"):
+    print("This study trains each task's lengths shortest first (config.compare."
+          "skip_past_horizon), so its longer lengths wait for the shorter ones: once this run's "
+          "Slurm jobs or the other shards are done, run this same command again to train the "
+          "next lengths (finished points are skipped).")
+  elif flags.FLAGS.launcher == "slurm":
     print("The report covers the points finished so far; when the Slurm jobs are done, "
           f"rebuild it with:\n  {_command()} --from_workdirs")
 

@@ -338,3 +338,24 @@ def test_a_study_that_skips_past_the_horizon_trains_no_longer_length(tmp_path):
   rebuilt = str(tmp_path / "rebuilt")
   memory_study.run(config, str(runs), rebuilt, "TEST", from_workdirs=True)
   assert open(os.path.join(rebuilt, "compare.md")).read() == md
+  csv = report.read_csv(os.path.join(results, "compare.csv"))
+  assert sorted((r["task"], r["past_horizon_of"]) for r in csv if r["status"] == "past horizon"
+                ) == [("adding", "10"), ("copy", "5")]
+  config.compare.skip_past_horizon = False  # one rule for every point of a study
+  with pytest.raises(ConfigError, match="skip_past_horizon=True, not False"):
+    memory_study.run(config, str(runs), results, "TEST")
+
+
+@pytest.mark.slow
+def test_a_shard_of_a_study_that_skips_past_the_horizon_says_to_run_again(tmp_path):
+  """A shard trains its part of the shortest lengths; the longer ones wait for the other
+  shard, and the command says to run it again then."""
+  result = run_entry("experiments.compare", "--config=configs/compare.py:quick",
+                     "--config.compare.cells=gru", "--config.compare.tasks=copy",
+                     "--config.compare.directions=uni,bi", "--config.compare.copy_lengths=5,6",
+                     "--config.compare.skip_past_horizon=True", "--num_shards=2",
+                     "--shard_index=0", f"--workdir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "run this same command again to train the next lengths" in result.stdout
+  assert sorted(p.parent.name for p in tmp_path.glob("*/config.json")) == [
+      "task=copy,T=5,cell=gru,bidir=false"]  # shard 0 of the first wave only

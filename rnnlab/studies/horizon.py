@@ -32,8 +32,9 @@ def unsolved_below(rows: Sequence[dict[str, Any]], row: dict[str, Any]) -> int |
 def mark_past_horizon(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """`rows` with every point not run whose variant finished a shorter T unsolved given status
   PAST_HORIZON and `past_horizon_of` (that T): a study that skips past the horizon
-  (`config.compare.skip_past_horizon`) never trains such a point, since a cell that cannot
-  hold a delay T is taken not to hold a longer one."""
+  (`config.compare.skip_past_horizon`) never starts such a point, since a cell that cannot
+  hold a delay T is taken not to hold a longer one (a point already started keeps its status
+  and resumes)."""
   out = []
   for r in rows:
     below = unsolved_below(rows, r) if r.get("status") == "not run" else None

@@ -14,7 +14,7 @@ from rnnlab.studies import horizon, memory_grid, plots, report, sweep_table, ver
 from rnnlab.training import run_folder
 
 COLUMNS = ["task", "length", "cell", "direction", *sweep_table.TABLE_COLUMNS, "metric_at_half",
-           "threshold", "workdir"]
+           "threshold", "past_horizon_of", "workdir"]
 
 
 def now() -> str:

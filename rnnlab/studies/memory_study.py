@@ -69,7 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
-    _train(new_points, workdir, training, manifest["skip_past_horizon"])
+    _train(points, new_points, workdir, training, manifest["skip_past_horizon"])
   rows = sort_rows(_rows(points))
   if manifest.get("skip_past_horizon"):
     rows = horizon.mark_past_horizon(rows)
@@ -83,15 +83,18 @@ def _rows(points: Sequence[sweep.Point]) -> list[dict[str, Any]]:
   return [_row(p, r) for p, r in zip(points, sweep.collect(points))]
 
 
-def _train(points: Sequence[sweep.Point], workdir: str, training: launch.Training,
-           skip_past_horizon: bool) -> None:
-  """Trains the grid's unfinished points (`launch.train_points`). Skipping past the horizon,
-  they train in waves, each task's shortest length first, and a point whose (task, cell,
-  direction) finished a shorter length unsolved is not trained (`horizon.mark_past_horizon`).
-  A wave that other shards or Slurm jobs still train ends this run; the next goes on."""
+def _train(points: Sequence[sweep.Point], new_points: Sequence[sweep.Point], workdir: str,
+           training: launch.Training, skip_past_horizon: bool) -> None:
+  """Trains the unfinished of `new_points` (this run's grid; `points`: every point of the
+  study) with `launch.train_points`. Skipping past the horizon, they train in waves, each task's
+  shortest length first, and a point not yet started whose (task, cell, direction) finished a
+  shorter length of the study unsolved is not trained (`horizon.mark_past_horizon`; a point
+  already started resumes). A wave that other shards or Slurm jobs still train ends this run:
+  running it again once they are done trains the next wave."""
   if not skip_past_horizon:
-    launch.train_points(points, workdir, training)
+    launch.train_points(new_points, workdir, training)
     return
+  mine = {p.name for p in new_points}
   lengths: dict[str, set[int]] = {}  # each task's lengths
   for p in points:
     ov = dict(p.overrides)
@@ -99,7 +102,8 @@ def _train(points: Sequence[sweep.Point], workdir: str, training: launch.Trainin
   rank = {(task, t): i for task, ts in lengths.items() for i, t in enumerate(sorted(ts))}
   for wave_rank in range(max(len(ts) for ts in lengths.values())):
     rows = horizon.mark_past_horizon(_rows(points))
-    wave = [p for p, r in zip(points, rows) if rank[(r["task"], r["length"])] == wave_rank
+    wave = [p for p, r in zip(points, rows) if p.name in mine
+            and rank[(r["task"], r["length"])] == wave_rank
             and r["status"] != horizon.PAST_HORIZON]
     if not launch.train_points(wave, workdir, training).done:
       return
@@ -107,6 +111,12 @@ def _train(points: Sequence[sweep.Point], workdir: str, training: launch.Trainin
 
 def _check_same_study(previous: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
   from rnnlab.training import train  # local: keeps the report code free of model imports
+
+  before, now = (bool(m.get("skip_past_horizon", False)) for m in (previous, current))
+  if before != now:
+    raise ConfigError(f"{workdir!r} holds a study with config.compare.skip_past_horizon={before},"
+                      f" not {now}: which points a study trains is one rule for all of them. "
+                      "Use a new workdir for a different study.")
 
   for section in ("train", "model"):
     # Keys added to rnnlab after the study started count as their defaults.
