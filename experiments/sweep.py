@@ -55,11 +55,15 @@ def main(argv: list[str]) -> None:
       trained = launch.run_sweep(config, overrides, _WORKDIR.value, training)
     except RnnlabError as e:
       raise cli.as_flags(e, cli.LAUNCH_FLAGS) from None
-    if training.launcher == "slurm" and trained.submitted:
-      print(f"submitted {len(trained.submitted)} points as Slurm jobs "
-            f"{' '.join(trained.job_ids)} (logs: "
-            f"{os.path.join(_WORKDIR.value, launch.SUBMITIT_DIR)}); when they are done, "
-            f"build the table with:\n  {launch.merge_command(_WORKDIR.value)}")
+    if training.launcher == "slurm" and (trained.submitted or trained.queued):
+      if trained.queued:
+        print(f"{len(trained.queued)} points are still queued or running as Slurm jobs "
+              f"{' '.join(sorted(set(trained.queued.values())))}: not submitted again")
+      if trained.submitted:
+        print(f"submitted {len(trained.submitted)} points as Slurm jobs "
+              f"{' '.join(trained.job_ids)}")
+      print(f"logs: {os.path.join(_WORKDIR.value, launch.SUBMITIT_DIR)}; when the jobs are "
+            f"done, build the table with:\n  {launch.merge_command(_WORKDIR.value)}")
       return
   print(os.path.join(_WORKDIR.value, sweep.TABLE_MD))
 

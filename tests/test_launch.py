@@ -145,16 +145,23 @@ def test_entry_point_names_the_resource_flag(tmp_path):
   assert not os.listdir(tmp_path)  # refused before anything is written
 
 
-def _fake_slurm(tmp_path) -> dict[str, str]:
+def _fake_slurm(tmp_path, job_id: int = 4242) -> dict[str, str]:
   """An environment whose PATH has a fake `sbatch` (it copies the job file to tmp_path/job.sh
-  and answers job 4242) and the `srun` submitit looks for to tell it is on a Slurm cluster."""
+  and answers `job_id`), the `srun` submitit looks for to tell it is on a Slurm cluster, and a
+  `sacct` that prints tmp_path/sacct.txt (only its header when there is none) and appends its
+  arguments to tmp_path/sacct_calls.txt."""
   bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
+  bin_dir.mkdir(exist_ok=True)
   sbatch = bin_dir / "sbatch"
-  sbatch.write_text('#!/bin/sh\ncp "$1" "$FAKE_SBATCH_COPY"\necho "Submitted batch job 4242"\n')
+  sbatch.write_text('#!/bin/sh\ncp "$1" "$FAKE_SBATCH_COPY"\n'
+                    f'echo "Submitted batch job {job_id}"\n')
   srun = bin_dir / "srun"
   srun.write_text("#!/bin/sh\nexit 1\n")
-  for tool in (sbatch, srun):
+  sacct = bin_dir / "sacct"
+  sacct.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/sacct_calls.txt\n'
+                   f'if [ -f {tmp_path}/sacct.txt ]; then cat {tmp_path}/sacct.txt; '
+                   'else echo "JobID|State|NodeList"; fi\n')
+  for tool in (sbatch, srun, sacct):
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
   return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -197,10 +204,69 @@ def test_a_shard_of_a_sweep_is_submitted_alone(tmp_path):
        "--launcher=slurm", "--num_shards=2", "--shard_index=1"],
       cwd=ROOT, env=_fake_slurm(tmp_path), capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert "submitted 2 points as Slurm jobs 4242_0 4242_1 " in result.stdout
+  assert "submitted 2 points as Slurm jobs 4242_0 4242_1\n" in result.stdout
   assert "#SBATCH --array=0-1%" in (tmp_path / "job.sh").read_text()
   with open(workdir / "sweep.json") as f:
     assert len(json.load(f)["points"]) == 4  # the whole sweep is recorded
+
+
+def test_a_relaunch_submits_only_the_points_no_slurm_job_will_train(tmp_path):
+  """Launching a Slurm sweep again while its jobs are queued submits only the points whose jobs
+  ended unfinished (was: every unfinished point again, so queued points trained twice); sacct,
+  asked once, says which jobs are alive; the new job ids are recorded for the next launch."""
+  workdir = tmp_path / "adding"
+  args = [sys.executable, "-m", "experiments.sweep", "--config=configs/adding.py",
+          f"--workdir={workdir}", "--sweep=train.learning_rate=1e-3,2e-3,3e-3,4e-3",
+          "--launcher=slurm"]
+  first = subprocess.run(args, cwd=ROOT, env=_fake_slurm(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "submitted 4 points as Slurm jobs 4242_0 4242_1 4242_2 4242_3\n" in first.stdout
+  jobs_file = workdir / launch.SUBMITIT_DIR / launch.SLURM_JOBS_FILE
+  with open(jobs_file) as f:
+    recorded = json.load(f)
+  assert sorted(recorded.values()) == ["4242_0", "4242_1", "4242_2", "4242_3"]
+
+  # Tasks 0 and 1 wait in the queue, 2 runs, 3 hit its time limit.
+  (tmp_path / "sacct.txt").write_text("JobID|State|NodeList\n4242_[0-1%16]|PENDING|None\n"
+                                      "4242_2|RUNNING|n1\n4242_2.batch|RUNNING|n1\n"
+                                      "4242_3|TIMEOUT|n1\n")
+  again = subprocess.run(args, cwd=ROOT, env=_fake_slurm(tmp_path, job_id=4343),
+                         capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert ("3 points are still queued or running as Slurm jobs 4242_0 4242_1 4242_2: "
+          "not submitted again") in again.stdout
+  assert "submitted 1 points as Slurm jobs 4343\n" in again.stdout  # an array of one is a job
+  assert "#SBATCH --array" not in (tmp_path / "job.sh").read_text()
+  assert (tmp_path / "sacct_calls.txt").read_text().count("\n") == 1  # one call for all four
+  timed_out = next(name for name, job in recorded.items() if job == "4242_3")
+  with open(jobs_file) as f:
+    assert json.load(f) == {**recorded, timed_out: "4343"}
+
+  # Every job ended (task 3's resubmission too, unfinished): all four are submitted again.
+  (tmp_path / "sacct.txt").write_text("JobID|State|NodeList\n4242_[0-2]|FAILED|n1\n"
+                                      "4343|CANCELLED by 1000|n1\n")
+  third = subprocess.run(args, cwd=ROOT, env=_fake_slurm(tmp_path, job_id=4444),
+                         capture_output=True, text=True, timeout=120)
+  assert third.returncode == 0, third.stderr[-2000:]
+  assert "submitted 4 points as Slurm jobs 4444_0 4444_1 4444_2 4444_3\n" in third.stdout
+  assert "not submitted again" not in third.stdout
+
+
+def test_a_damaged_record_of_slurm_jobs_is_one_error(tmp_path):
+  """An unreadable slurm_jobs.json stops the launch with one line saying what to do; nothing is
+  submitted."""
+  workdir = tmp_path / "adding"
+  (workdir / launch.SUBMITIT_DIR).mkdir(parents=True)
+  (workdir / launch.SUBMITIT_DIR / launch.SLURM_JOBS_FILE).write_text('{"p": 4242')
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--config=configs/adding.py",
+       f"--workdir={workdir}", "--sweep=train.learning_rate=1e-3", "--launcher=slurm"],
+      cwd=ROOT, env=_fake_slurm(tmp_path), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert re.search(r"error: cannot read \S+slurm_jobs.json \(.*\); delete it to submit every "
+                   r"unfinished point again", result.stderr), result.stderr
+  assert not (tmp_path / "job.sh").exists()
 
 
 def test_a_study_with_bad_launch_settings_writes_nothing(tmp_path):

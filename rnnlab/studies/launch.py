@@ -9,6 +9,9 @@ point (`sweep.start_sweep`), trains them with `train_points` and writes the tabl
   * "slurm": one array task per point (`sbatch --array=0-N%parallelism`), resources from
     `Resources`, logs in base_workdir/submitit/. It returns at once with the job ids; the table
     is rebuilt by `sweep.merge(base_workdir)` (`experiments.sweep --merge`) when they are done.
+    Each point's array task is recorded (base_workdir/submitit/slurm_jobs.json), so launching
+    again while jobs are queued or running submits only the points no job will train (sacct
+    says which jobs are still alive).
   * "local": the pending points split into at most `Resources.local_parallelism` jobs (every
     k-th point, as `sweep.shard`), each a local process (submitit's LocalExecutor) that runs its
     points one after another; it waits for them.
@@ -27,6 +30,7 @@ in a job exactly when they are set in the launching shell.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -36,9 +40,15 @@ from absl import logging
 
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import sweep
+from rnnlab.training import run_folder
 
 LAUNCHERS = ("inline", "local", "slurm")
 SUBMITIT_DIR = "submitit"  # under base_workdir: pickled jobs, sbatch files, logs
+SLURM_JOBS_FILE = "slurm_jobs.json"  # under SUBMITIT_DIR: {point name: its Slurm array task}
+# sacct's states of a job that has not ended, so may still train its point.
+_ALIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                           "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "STOPPED",
+                           "SIGNALING", "STAGE_OUT"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +133,15 @@ class Trained:
     submitted: names of the points submitted as jobs (launchers "local" and "slurm"; the
       finished and diverged ones are not).
     job_ids: one submitit job id per job ("1234_0", ... on Slurm).
+    queued: Slurm only: the points not submitted again because the job an earlier launch
+      submitted for them is still queued or running, with that job's id.
     rows: `run_sweep` only: the sweep's table as it stands.
   """
 
   done: bool
   submitted: list[str] = dataclasses.field(default_factory=list)
   job_ids: list[str] = dataclasses.field(default_factory=list)
+  queued: dict[str, str] = dataclasses.field(default_factory=dict)
   rows: list[dict[str, Any]] | None = None
 
 
@@ -198,6 +211,49 @@ def pending_points(points: Sequence[sweep.Point]) -> list[sweep.Point]:
   return pending
 
 
+def _slurm_jobs_path(base_workdir: str) -> str:
+  return os.path.join(base_workdir, SUBMITIT_DIR, SLURM_JOBS_FILE)
+
+
+def _recorded_slurm_jobs(base_workdir: str) -> dict[str, str]:
+  """{point name: Slurm job id} of earlier launches; RnnlabError for a damaged record."""
+  path = _slurm_jobs_path(base_workdir)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RnnlabError(f"cannot read {path} ({e}); delete it to submit every unfinished point "
+                      "again (first cancel the sweep's Slurm jobs that are still queued)") from None
+  if not (isinstance(recorded, dict)
+          and all(isinstance(v, str) for v in recorded.values())):
+    raise RnnlabError(f"{path} is not a map of point names to Slurm job ids; delete it to submit "
+                      "every unfinished point again (first cancel the sweep's queued jobs)")
+  return recorded
+
+
+def alive_slurm_jobs(points: Sequence[sweep.Point], base_workdir: str) -> dict[str, str]:
+  """{point name: job id} for those of `points` whose Slurm job, submitted by an earlier launch,
+  has not ended (pending, running, requeued, ... as sacct says, in one call for all of them). A
+  job sacct does not know (purged from its records, or no accounting) counts as ended: a second
+  job for the same point then finds its run folder locked and fails, and nothing is lost."""
+  recorded = _recorded_slurm_jobs(base_workdir)
+  names = {p.name for p in points} & set(recorded)
+  if not names:
+    return {}
+  submitit = require_submitit()
+  folder = os.path.join(base_workdir, SUBMITIT_DIR)
+  jobs = {name: submitit.SlurmJob(folder=folder, job_id=recorded[name]) for name in sorted(names)}
+  next(iter(jobs.values())).get_info(mode="force")  # one sacct call answers for every job
+  alive = {}
+  for name, job in jobs.items():
+    state = job.watcher.get_state(job.job_id, mode="cache").split()
+    if state and state[0].upper() in _ALIVE_STATES:
+      alive[name] = job.job_id
+  return alive
+
+
 def _wait(jobs: Sequence[Any], groups: Sequence[Sequence[sweep.Point]]) -> None:
   """Waits for every local job; RnnlabError naming the points and logs of the failed ones."""
   submitit = require_submitit()
@@ -221,9 +277,14 @@ def _submit(points: Sequence[sweep.Point], base_workdir: str, training: Training
   (RnnlabError naming the failed points and their logs), "slurm" returns after submission."""
   submitit = require_submitit()
   pending = pending_points(points)
+  queued = alive_slurm_jobs(pending, base_workdir) if training.launcher == "slurm" else {}
+  if queued:
+    logging.info("%d points are still queued or running as Slurm jobs %s: not submitted again",
+                 len(queued), " ".join(sorted(set(queued.values()))))
+  pending = [p for p in pending if p.name not in queued]
   groups = job_groups(pending, training.launcher, training.resources)
   if not groups:
-    return Trained(done=True)
+    return Trained(done=not queued, queued=queued)
   if executor is None:
     executor = make_executor(training.launcher, os.path.join(base_workdir, SUBMITIT_DIR),
                              training.resources)
@@ -233,11 +294,15 @@ def _submit(points: Sequence[sweep.Point], base_workdir: str, training: Training
   except submitit.core.utils.FailedJobError as e:  # sbatch refused (partition, limits, ...)
     raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
   job_ids = [str(job.job_id) for job in jobs]
+  if training.launcher == "slurm":
+    run_folder.atomic_write(_slurm_jobs_path(base_workdir), json.dumps(
+        {**_recorded_slurm_jobs(base_workdir), **{p.name: j for p, j in zip(pending, job_ids)}},
+        indent=2, sort_keys=True))
   logging.info("submitted %d points as %s jobs %s (logs: %s)", len(pending), training.launcher,
                " ".join(job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
   if training.launcher == "local":
     _wait(jobs, groups)
-  return Trained(done=False, submitted=[p.name for p in pending], job_ids=job_ids)
+  return Trained(done=False, submitted=[p.name for p in pending], job_ids=job_ids, queued=queued)
 
 
 def train_points(points: Sequence[sweep.Point], base_workdir: str,

@@ -95,13 +95,15 @@ def _train(points: Sequence[sweep.Point], new_points: Sequence[sweep.Point], wor
     launch.train_points(new_points, workdir, training)
     return
   mine = {p.name for p in new_points}
+  rows = _rows(points)
   lengths: dict[str, set[int]] = {}  # each task's lengths
-  for p in points:
-    ov = dict(p.overrides)
-    lengths.setdefault(ov["task.name"], set()).add(ov["task.length"])
+  for r in rows:
+    lengths.setdefault(r["task"], set()).add(r["length"])
   rank = {(task, t): i for task, ts in lengths.items() for i, t in enumerate(sorted(ts))}
   for wave_rank in range(max(len(ts) for ts in lengths.values())):
-    rows = horizon.mark_past_horizon(_rows(points))
+    if wave_rank:  # read every point again: other shards and processes train them too
+      rows = _rows(points)
+    rows = horizon.mark_past_horizon(rows)
     wave = [p for p, r in zip(points, rows) if p.name in mine
             and rank[(r["task"], r["length"])] == wave_rank
             and r["status"] != horizon.PAST_HORIZON]
