@@ -10,8 +10,8 @@ import time
 import pytest
 
 from configs import compare as compare_config
-from rnnlab.errors import ConfigError
-from rnnlab.studies import launch, memory_study, report, sweep, sweep_spec
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.studies import launch, memory_grid, memory_study, report, sweep, sweep_spec
 from tests.conftest import ROOT, entry_env, tiny_config
 
 TIMING = {"wall_time_sec", "steps_per_sec", "workdir"}
@@ -174,3 +174,69 @@ def test_workers_speedup_report(tmp_path):
     assert r.split("|")[2].strip() == "2" and float(r.split("|")[3]) > 0  # 2 points, timed
   two_cpus = len(os.sched_getaffinity(0)) >= 2
   assert ("pinned as workers 1 and 2" in md) == two_cpus
+
+
+# Holds the run lock of workdir argv[1] as a training process does (`run_folder.open_run`, with
+# the point's config from the JSON file argv[2]) until killed.
+_HOLD_RUN = """
+import json, sys, time
+import ml_collections
+from rnnlab.training import run_folder
+with open(sys.argv[2]) as f:
+  config = ml_collections.ConfigDict(json.load(f))
+with run_folder.open_run(config, sys.argv[1]):
+  print("held", flush=True)
+  time.sleep(300)
+"""
+
+
+def _hold(point: sweep.Point, tmp_path) -> subprocess.Popen:
+  """A process training `point` (as far as its lock says), started and holding the lock."""
+  config_file = tmp_path / "held_config.json"
+  config_file.write_text(point.config.to_json())
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_RUN, point.workdir, str(config_file)],
+                            cwd=ROOT, env=entry_env(), stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  return holder
+
+
+def _refused(result: subprocess.CompletedProcess, holder: subprocess.Popen, point: sweep.Point):
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  line, = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+  assert f"{point.workdir!r} is in use: process {holder.pid} on " in line, line
+
+
+def test_a_second_run_of_a_running_study_writes_nothing(tmp_path):
+  """experiments.compare while another process trains one of its points: one error naming that
+  process, before the study records a session or trains anything (was: its session appended to
+  sweep.json, then the same error from a worker)."""
+  workdir = tmp_path / "study"
+  config = compare_config.get_config("quick")
+  points = memory_grid.make_points(config, str(workdir))
+  held = points[2]
+  holder = _hold(held, tmp_path)
+  try:
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", "--config=configs/compare.py:quick",
+         f"--workdir={workdir}", "--parallel=2"],
+        cwd=ROOT, env=entry_env(), capture_output=True, text=True, timeout=300)
+  finally:
+    holder.kill()
+    holder.wait()
+  _refused(result, holder, held)
+  assert os.listdir(workdir) == [held.name]  # no sweep.json, no report, no other point
+
+
+def test_a_sweep_whose_point_is_being_trained_writes_nothing(tmp_path):
+  workdir = tmp_path / "sweep"
+  config = tiny_config("adding", "vanilla", num_steps=10)
+  overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,3e-3", config))
+  held = sweep.make_points(config, overrides, str(workdir))[1]
+  holder = _hold(held, tmp_path)
+  try:
+    with pytest.raises(RnnlabError, match="is in use: process"):
+      launch.run_sweep(config, overrides, str(workdir))
+  finally:
+    holder.kill()
+    holder.wait()
+  assert os.listdir(workdir) == [held.name]  # no sweep.json, the other point not started

@@ -211,6 +211,17 @@ def pending_points(points: Sequence[sweep.Point]) -> list[sweep.Point]:
   return pending
 
 
+def check_not_in_use(points: Sequence[sweep.Point], training: Training) -> None:
+  """The inline launcher: RnnlabError (naming the process) if another process trains one of
+  this shard's unfinished points now, say a second run of the same study, before anything is
+  recorded or trained. (Submitting launchers skip this: their own jobs hold the points.)"""
+  if training.launcher != "inline":
+    return
+  for point in sweep.shard(points, training.num_shards, training.shard_index):
+    if not sweep.is_done(point):
+      run_folder.check_not_in_use(point.workdir)
+
+
 def _slurm_jobs_path(base_workdir: str) -> str:
   return os.path.join(base_workdir, SUBMITIT_DIR, SLURM_JOBS_FILE)
 
@@ -318,6 +329,7 @@ def train_points(points: Sequence[sweep.Point], base_workdir: str,
   shards or its Slurm jobs are done goes on to its analysis: `Trained.done`.
   """
   training.check()
+  check_not_in_use(points, training)
   mine = sweep.shard(points, training.num_shards, training.shard_index)
   if training.launcher == "inline":
     sweep.run_points(mine, run, parallel=training.parallel)
@@ -337,12 +349,14 @@ def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.
               run: Callable[[sweep.Point], Any] = sweep.run_point, executor: Any = None
               ) -> Trained:
   """A sweep: makes, validates and records every point (`sweep.start_sweep`; ConfigError, and
-  nothing written, for a bad point or bad `training`), trains this shard's unfinished points
+  nothing written, for a bad point or bad `training`; RnnlabError, and nothing written, when
+  another process trains one of its points, `check_not_in_use`), trains this shard's unfinished points
   (`train_points`) and writes the table of the whole sweep (`sweep.merge`: points of other
   shards, or of Slurm jobs still running, show their current status). `run` and `executor`: as
   in `train_points`.
   """
   training.check()
-  points = sweep.start_sweep(config, overrides_list, base_workdir)
+  points = sweep.start_sweep(config, overrides_list, base_workdir,
+                             before_writing=lambda made: check_not_in_use(made, training))
   trained = train_points(points, base_workdir, training, run, executor)
   return dataclasses.replace(trained, rows=sweep.merge(base_workdir))

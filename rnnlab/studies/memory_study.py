@@ -67,6 +67,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
       manifest["sessions"] = previous.get("sessions", []) + [session]
       known = {p.name for p in new_points}
       points = [p for p in sweep.load_points(workdir) if p.name not in known] + points
+    launch.check_not_in_use(new_points, training)  # a second run of a running study
     os.makedirs(workdir, exist_ok=True)
     sweep.write_manifest(workdir, points, list(memory_grid.GRID_AXES), manifest)
     _train(points, new_points, workdir, training, manifest["skip_past_horizon"])

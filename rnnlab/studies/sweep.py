@@ -357,12 +357,15 @@ def collect(points: Sequence[Point]) -> list[dict[str, Any]]:
 
 
 def start_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[Overrides],
-                base_workdir: str) -> list[Point]:
+                base_workdir: str,
+                before_writing: Callable[[Sequence[Point]], None] = lambda points: None
+                ) -> list[Point]:
   """Makes and validates every point (ConfigError before anything is written or trained),
-  refuses another sweep's workdir (`check_same_sweep`) and writes sweep.json; returns the
-  points (for `launch.run_sweep`)."""
+  refuses another sweep's workdir (`check_same_sweep`), calls `before_writing(points)` (it may
+  refuse too) and writes sweep.json; returns the points (for `launch.run_sweep`)."""
   points = make_points(config, overrides_list, base_workdir)
   check_same_sweep(base_workdir, points)
+  before_writing(points)
   os.makedirs(base_workdir, exist_ok=True)
   write_manifest(base_workdir, points, list(dict.fromkeys(k for ov in overrides_list
                                                           for k, _ in ov)))

@@ -218,8 +218,7 @@ def _lock(workdir: str) -> Iterator[None]:
   try:
     lock.acquire()
   except filelock.Timeout:
-    raise RnnlabError(f"{workdir!r} is in use: {_owner(owner_path)} is training it; wait for it "
-                      "to finish (or stop it), or use another --workdir") from None
+    raise _in_use(workdir) from None
   try:
     atomic_write(owner_path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
@@ -228,6 +227,26 @@ def _lock(workdir: str) -> Iterator[None]:
     with contextlib.suppress(OSError):
       os.remove(owner_path)  # a finished run leaves its folder as it found it, but for .lock
     lock.release()
+
+
+def _in_use(workdir: str) -> RnnlabError:
+  return RnnlabError(f"{workdir!r} is in use: {_owner(os.path.join(workdir, LOCK_OWNER_FILE))} "
+                     "is training it; wait for it to finish (or stop it), or use another "
+                     "--workdir")
+
+
+def check_not_in_use(workdir: str) -> None:
+  """The RnnlabError `open_run` would raise if another process trains the run in `workdir` now
+  (its lock is held); writes nothing. For a sweep or study, before it records anything."""
+  path = os.path.join(workdir, LOCK_FILE)
+  if not os.path.exists(path):
+    return
+  lock = filelock.FileLock(path, timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    raise _in_use(workdir) from None
+  lock.release()
 
 
 def _owner(path: str) -> str:
