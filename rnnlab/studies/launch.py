@@ -350,10 +350,10 @@ def run_sweep(config: ml_collections.ConfigDict, overrides_list: Sequence[sweep.
               ) -> Trained:
   """A sweep: makes, validates and records every point (`sweep.start_sweep`; ConfigError, and
   nothing written, for a bad point or bad `training`; RnnlabError, and nothing written, when
-  another process trains one of its points, `check_not_in_use`), trains this shard's unfinished points
-  (`train_points`) and writes the table of the whole sweep (`sweep.merge`: points of other
-  shards, or of Slurm jobs still running, show their current status). `run` and `executor`: as
-  in `train_points`.
+  another process trains one of its points, `check_not_in_use`), trains this shard's
+  unfinished points (`train_points`) and writes the table of the whole sweep (`sweep.merge`:
+  points of other shards, or of Slurm jobs still running, show their current status). `run`
+  and `executor`: as in `train_points`.
   """
   training.check()
   points = sweep.start_sweep(config, overrides_list, base_workdir,
