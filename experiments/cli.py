@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import importlib.util
 import inspect
@@ -17,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_dict
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import ConfigError, Interrupted, RnnlabError
 
 
 class _DropLibraryChatter(py_logging.Filter):
@@ -113,11 +114,15 @@ def as_flags(error: RnnlabError, names: Sequence[str] | Mapping[str, str]) -> Rn
   for argument, flag in pairs:
     # Not inside a config key, a flag or a path: only the word itself.
     message = re.sub(rf"(?<![\w./-]){re.escape(argument)}(?![\w/-])", f"--{flag}", message)
-  return type(error)(message)
+  renamed = copy.copy(error)  # the same error, attributes kept (`Interrupted.exit_code`)
+  renamed.args = (message,)
+  return renamed
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)`, printing RnnlabError as one line on stderr with exit code 1."""
+  """`absl.app.run(main)`, printing RnnlabError as one line on stderr with exit code 1; a stop
+  the user asked for (`Interrupted`: Ctrl-C or SIGTERM, at a step boundary) prints its line and
+  exits 130 (143 for SIGTERM); a second Ctrl-C, which aborts at once, says how to resume."""
   use_safe_cpu_scheduler()
 
   def wrapped(argv: list[str]) -> None:
@@ -125,9 +130,16 @@ def run(main: Callable[[list[str]], None]) -> None:
     sys.unraisablehook = _quiet_late_callbacks
     try:
       main(argv)
+    except Interrupted as e:
+      print(e, file=sys.stderr)
+      sys.exit(e.exit_code)
     except RnnlabError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
+    except KeyboardInterrupt:
+      print("aborted by a second Ctrl-C; run the same command to resume from the latest "
+            "checkpoints", file=sys.stderr)
+      sys.exit(130)
 
   app.run(wrapped, flags_parser=_parse_flags)
 

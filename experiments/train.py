@@ -4,8 +4,6 @@ r"""Trains a model on a task from a config file; resumes if the workdir has chec
       --config.model.cell=gru --config.task.length=50
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -32,11 +30,7 @@ def main(argv: list[str]) -> None:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ConfigError as e:
     raise cli.as_flags(e, ("coordinator_address", "num_processes", "process_id")) from None
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.Interrupted as e:  # Ctrl-C: a stop the user asked for, not an error
-    print(e, file=sys.stderr)
-    sys.exit(e.exit_code)
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -134,10 +134,16 @@ def test_sigkill_between_the_first_best_and_the_first_latest_checkpoint(env, str
   _assert_like_straight(workdir, straight)
 
 
-def test_sigint_stops_at_a_step_boundary_and_resumes_exactly(env, straight, tmp_path):
+@pytest.mark.parametrize("signum, exit_code", [
+    (signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
+def test_sigint_stops_at_a_step_boundary_and_resumes_exactly(env, straight, tmp_path, signum,
+                                                              exit_code):
+  """Ctrl-C, or SIGTERM (`kill`, a cluster's time limit or preemption), stops at a step boundary
+  with a checkpoint there (SIGTERM was: the process ended at once, losing the steps since the
+  last checkpoint)."""
   workdir = str(tmp_path / "run")
-  code, proc_log = _signal_at(env, workdir, _logged(3), signal.SIGINT)
-  assert code == 130, proc_log[-3000:]
+  code, proc_log = _signal_at(env, workdir, _logged(3), signum)
+  assert code == exit_code, proc_log[-3000:]
   last = proc_log.strip().splitlines()[-1]
   assert last.startswith("interrupted at step "), proc_log[-3000:]
   assert last.endswith("; run the same command to resume")

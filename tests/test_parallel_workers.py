@@ -2,6 +2,7 @@
 the whole study is killed, and the second sweep into one workdir refused."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from configs import compare as compare_config
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import launch, memory_grid, memory_study, report, sweep, sweep_spec
+from rnnlab.training import run_folder
 from tests.conftest import ROOT, entry_env, tiny_config
 
 TIMING = {"wall_time_sec", "steps_per_sec", "workdir"}
@@ -240,3 +242,96 @@ def test_a_sweep_whose_point_is_being_trained_writes_nothing(tmp_path):
     holder.kill()
     holder.wait()
   assert os.listdir(workdir) == [held.name]  # no sweep.json, the other point not started
+
+
+def test_errors_cross_process_boundaries_whole():
+  """An error from a worker reaches the study with its message and attributes (was: Interrupted
+  re-built from its message alone: "interrupted at step interrupted at step 5; ...")."""
+  import pickle
+
+  from rnnlab.errors import Interrupted, NonFiniteError
+  error = pickle.loads(pickle.dumps(Interrupted("interrupted at step 5", step=5, exit_code=143)))
+  assert (str(error), error.step, error.exit_code) == ("interrupted at step 5", 5, 143)
+  error = pickle.loads(pickle.dumps(NonFiniteError("loss is nan", step=3)))
+  assert (str(error), error.step) == ("loss is nan", 3)
+
+
+_LONG_QUICK_STUDY = [
+    "--config=configs/compare.py:quick", "--parallel=2", "--config.train.num_steps=100000",
+    "--config.compare.overrides.copy=train.num_steps=100000",
+    "--config.compare.overrides.adding=train.num_steps=100000",
+    "--config.train.checkpoint_every=100000", "--config.train.eval_every=100000",
+    "--config.train.log_every=50"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, exit_code", [("ctrl-c", 130), ("sigterm", 143),
+                                            ("ctrl-c twice", 130)])
+def test_a_stopped_parallel_study_saves_its_points_and_exits_at_once(tmp_path, how, exit_code):
+  """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM to the study alone
+  stops both workers' points at a step boundary with a checkpoint there, starts no other, and
+  ends with one line naming the points and steps; a second Ctrl-C aborts at once (was: the
+  workers' Interrupted garbled in one "error:" line, and the study waited for a worker to train
+  a further point to its end before it exited)."""
+  workdir = tmp_path / "study"
+  log = tmp_path / "study.log"
+  with open(log, "w") as out:
+    study = subprocess.Popen(
+        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}", *_LONG_QUICK_STUDY],
+        cwd=ROOT, env=entry_env(), stdout=out, stderr=out, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+  try:
+    deadline = time.time() + 240
+    while log.read_text().count("step 50/") < 2:  # both workers are training
+      assert study.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+      time.sleep(0.1)
+    if how == "sigterm":
+      study.send_signal(signal.SIGTERM)
+    else:
+      os.killpg(study.pid, signal.SIGINT)
+      if how == "ctrl-c twice":
+        time.sleep(0.3)
+        os.killpg(study.pid, signal.SIGINT)
+    stopped_at = time.time()
+    assert study.wait(timeout=120) == exit_code, log.read_text()[-3000:]
+  finally:
+    if study.poll() is None:
+      study.kill()
+      study.wait()
+  assert time.time() - stopped_at < 30  # not after a further point's training
+  text = log.read_text()
+  assert "Traceback" not in text
+  last = text.strip().splitlines()[-1]
+  if how == "ctrl-c twice":
+    assert last == ("aborted by a second Ctrl-C; run the same command to resume from the latest "
+                    "checkpoints")
+    return
+  match = re.fullmatch(r"interrupted: (.+) \(checkpoints saved\); 2 more not started; run the "
+                       r"same command to resume", last)
+  assert match, last
+  stopped = dict(re.fullmatch(r"(\S+) at step (\d+)", part).groups()
+                 for part in match.group(1).split(", "))
+  assert len(stopped) == 2
+  for name, step in stopped.items():
+    assert run_folder.checkpoint_steps(str(workdir / name))[-1] == int(step)
+  assert sum(1 for p in workdir.iterdir() if (p / "config.json").exists()) == 2  # none begun
+
+
+@pytest.mark.slow
+def test_a_failing_point_stops_the_other_workers_at_once(tmp_path):
+  """A point that fails in one worker stops the point of the other at a step boundary and its
+  error is raised then (was: after the other worker had trained its point to the end)."""
+  config = tiny_config("adding", "vanilla", num_steps=10**6, log_every=50, eval_every=10**6,
+                       checkpoint_every=10**6)  # an hour or more, unless stopped
+  overrides = sweep_spec.product(sweep_spec.parse_spec("train.learning_rate=1e-3,2e-3", config))
+  points = sweep.make_points(config, overrides, str(tmp_path))
+  os.makedirs(points[0].workdir)
+  other = points[0].config.copy_and_resolve_references()
+  other.model.hidden_size += 1
+  (tmp_path / points[0].name / "config.json").write_text(other.to_json())  # another run's folder
+  start = time.time()
+  with pytest.raises(ConfigError, match="holds a run with"):
+    launch.run_sweep(config, overrides, str(tmp_path), launch.Training(parallel=2))
+  assert time.time() - start < 120
+  steps = run_folder.checkpoint_steps(points[1].workdir)  # none if stopped before its first step
+  assert all(step < 10**6 for step in steps)

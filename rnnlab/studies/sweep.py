@@ -29,13 +29,17 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
+from absl import logging
 
-from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
+from rnnlab.errors import ConfigError, Interrupted, NonFiniteError, RnnlabError
 from rnnlab.studies import sweep_spec, sweep_table
-from rnnlab.training import config_check, run_folder
+from rnnlab.training import config_check, run_folder, stop_signals
 
 MANIFEST_FILE = "sweep.json"
 TABLE_MD = sweep_table.TABLE_MD
@@ -187,8 +191,6 @@ def run_point(point: Point) -> dict[str, Any] | None:
   the message) and the sweep goes on to the next point: divergence is one of the results a
   sweep measures. Returns the run's summary, or None when it was skipped or diverged.
   """
-  from absl import logging
-
   from rnnlab.training import train  # local: keeps parsing and merging free of model imports
 
   state = status(point)
@@ -219,28 +221,97 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
   this process dies. Each point is an ordinary resumable run in its own workdir, so a killed
   study resumes where it stopped. `run` must then be a module-level function (it is pickled to
   the workers).
+
+  Stopping: Ctrl-C or SIGTERM (to this process, or to its whole process group as a terminal
+  does) stops every running point at its next step boundary, its checkpoint saved, starts no
+  other, and raises `Interrupted` naming the points and steps; a second Ctrl-C aborts at once.
+  A point that fails stops the others the same way before its error is raised, so an error is
+  reported as soon as it happens.
   """
   check_parallel(parallel)
   pending = [p for p in points if not is_done(p)]
   if parallel == 1 or len(pending) <= 1:
-    return [run(p) for p in points]
-  workers = min(parallel, len(pending))
+    results = []
+    for i, point in enumerate(points):
+      try:
+        results.append(run(point))
+      except Interrupted as e:
+        later = sum(not is_done(p) for p in points[i + 1:])
+        raise _stopped({point.name: e.step}, later, e.exit_code) from None
+    return results
+  return _run_in_workers(points, pending, run, min(parallel, len(pending)))
+
+
+def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
+                    run: Callable[[Point], Any], workers: int) -> list[Any]:
   context = multiprocessing.get_context("spawn")
   cpus = context.Queue()
   for cpu in worker_cpus(workers):
     cpus.put(cpu)
+  stop_event = context.Event()  # set: workers start no further point
+  signalled: list[int] = []  # the stop signals this process received
+
+  def on_signal(signum: int, frame: Any) -> None:
+    if signalled and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if not signalled:
+      logging.warning("%s: stopping the study's workers after their current step (press Ctrl-C "
+                      "again to abort at once).", stop_signals.name(signum))
+    signalled.append(signum)
+
+  last_stop = [-float("inf")]
+
+  def stop_workers() -> None:
+    """Each worker stops its point at a step boundary (`train._GracefulStop`) and begins no other.
+    Sent again every 2 s: a worker that was between points when it came is told again once its
+    point has begun."""
+    stop_event.set()
+    if time.monotonic() - last_stop[0] >= 2.0:
+      last_stop[0] = time.monotonic()
+      for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGTERM)
+
   results: dict[str, Any] = {}
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              initializer=_init_worker,
-                                              initargs=(cpus, os.getpid())) as pool:
+  failures: dict[str, BaseException] = {}
+  with stop_signals.handling(on_signal), concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=context, initializer=_init_worker,
+      initargs=(cpus, os.getpid(), stop_event)) as pool:
     futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
+    not_done = set(futures)
     try:
-      for future in concurrent.futures.as_completed(futures):
-        results[futures[future]] = future.result()
-    except BaseException:
+      while not_done:
+        done, not_done = concurrent.futures.wait(
+            not_done, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+          try:
+            results[futures[future]] = future.result()
+          except Exception as e:  # pylint: disable=broad-except
+            failures[futures[future]] = e
+        if signalled or failures:
+          stop_workers()
+    except BaseException:  # a second Ctrl-C: abort at once
+      for child in multiprocessing.active_children():
+        child.kill()
       pool.shutdown(wait=False, cancel_futures=True)
       raise
+  errors = [e for e in failures.values() if not isinstance(e, Interrupted)]
+  if errors:
+    raise errors[0]
+  if failures or signalled:
+    stopped = {name: e.step for name, e in failures.items()}
+    not_started = sum(r == _NOT_STARTED for r in results.values())
+    exit_code = (128 + signalled[0] if signalled
+                 else next(iter(failures.values())).exit_code)
+    raise _stopped(stopped, not_started, exit_code)
   return [results[p.name] if p.name in results else run(p) for p in points]
+
+
+def _stopped(steps: dict[str, int | None], not_started: int, exit_code: int) -> Interrupted:
+  """The Interrupted of a sweep: which points stopped at which step, how many were not begun."""
+  where = ", ".join(f"{name} at step {step}" for name, step in steps.items()) or "no point running"
+  later = f"; {not_started} more not started" if not_started else ""
+  return Interrupted(f"interrupted: {where} (checkpoints saved){later}; run the same command "
+                     "to resume", exit_code=exit_code)
 
 
 def worker_cpus(workers: int) -> list[set[int] | None]:
@@ -257,11 +328,18 @@ def worker_cpus(workers: int) -> list[set[int] | None]:
   return [set(available[i * share:(i + 1) * share]) for i in range(workers)]
 
 
-def _init_worker(cpus: Any, parent_pid: int) -> None:
-  import threading
-  import time
+_NOT_STARTED = "not started"  # a worker's answer for a point it was told not to begin
+_stop_event: Any = None  # a worker's: set by its study when the study stops
 
-  from absl import logging
+
+def _init_worker(cpus: Any, parent_pid: int, stop_event: Any) -> None:
+  """A worker: pinned to its CPUs; stopped by its study (SIGTERM, or `stop_event` between points),
+  never by the terminal's Ctrl-C directly, so that one Ctrl-C stops the point gracefully rather
+  than reaching it twice; exits when the study process dies."""
+  global _stop_event
+  _stop_event = stop_event
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, lambda signum, frame: None)  # between points: see _run_spec
   logging.set_verbosity(logging.INFO)
   mine = cpus.get()
   if mine is not None:
@@ -275,6 +353,8 @@ def _init_worker(cpus: Any, parent_pid: int) -> None:
 
 
 def _run_spec(run: Callable[[Point], Any], spec: dict[str, Any]) -> Any:
+  if _stop_event is not None and _stop_event.is_set():
+    return _NOT_STARTED
   return run(point_from_spec(spec))
 
 

@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -32,8 +31,16 @@ import optax
 from absl import logging
 
 from rnnlab import models, tasks
-from rnnlab.errors import ConfigError, NonFiniteError, RnnlabError
-from rnnlab.training import checkpoint, config_check, device_mesh, memory, metrics_log, run_folder
+from rnnlab.errors import ConfigError, Interrupted, NonFiniteError
+from rnnlab.training import (
+  checkpoint,
+  config_check,
+  device_mesh,
+  memory,
+  metrics_log,
+  run_folder,
+  stop_signals,
+)
 
 Array = jax.Array
 
@@ -243,38 +250,23 @@ def _mean(value: Any) -> float:
 
 # ----------------------------------------------------------------------------- the loop
 
-class Interrupted(RnnlabError):
-  """Ctrl-C (SIGINT) stopped the run at a step boundary, after saving a checkpoint of that step."""
-
-  exit_code = 130  # the shell's code for a process ended by SIGINT
-
-  def __init__(self, step: int):
-    super().__init__(f"interrupted at step {step}; run the same command to resume")
-    self.step = step
-
-
-class _StopOnSigint:
-  """While active (in the main thread), the first Ctrl-C only sets `requested`: the loop stops at
-  the next step boundary, with everything of the steps before it written. A second one aborts."""
+class _GracefulStop:
+  """A training run's answer to Ctrl-C (SIGINT) or SIGTERM (`stop_signals.handling(handle)`): the
+  first only sets `requested`, so the loop stops at the next step boundary, with everything of
+  the steps before it written, and raises `Interrupted`. A second Ctrl-C aborts at once."""
 
   def __init__(self):
     self.requested = False
-    self._previous: Any = None
+    self.exit_code = 130
 
-  def _handle(self, signum: int, frame: Any) -> None:
+  def handle(self, signum: int, frame: Any) -> None:
     if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-    logging.warning("Ctrl-C: stopping after this step (press it again to abort at once).")
-
-  def __enter__(self) -> _StopOnSigint:
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGINT, self._handle)
-    return self
-
-  def __exit__(self, *exc: Any) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
+      if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+      return
+    self.requested, self.exit_code = True, 128 + signum
+    logging.warning("%s: stopping after this step (press Ctrl-C again to abort at once).",
+                    stop_signals.name(signum))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -287,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("%d seeds in one program, mapped by %s (train.seed_map=%s on %s).",
                  t.num_seeds, "jax.lax.map" if trainer.seed_map == "map" else "jax.vmap",
                  t.seed_map, jax.default_backend())
-  with run_folder.open_run(config, workdir, is_main) as start, _StopOnSigint() as sigint:
+  stop = _GracefulStop()
+  with run_folder.open_run(config, workdir, is_main) as start, stop_signals.handling(stop.handle):
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                    best_mode="max" if task.higher_is_better else "min")
     log = metrics_log.MetricsLog(workdir, enabled=is_main, restart_step=(start or 0) + 1)
@@ -306,12 +299,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       last_log_time, last_log_step = time.time(), step
       last_eval: dict[str, Any] = {}
       while step < t.num_steps and not (t.stop_when_solved and solved_all):
-        if sigint.requested:
+        if stop.requested:
           if step != (saved_step or 0):
             _check_finite(state, ckpt, t.on_nonfinite)
             ckpt.save(step, state)
           ckpt.wait()
-          raise Interrupted(step)
+          raise Interrupted(f"interrupted at step {step}; run the same command to resume",
+                            step=step, exit_code=stop.exit_code)
         state, metrics = trainer.train_step(state)
         step += 1
         last = step == t.num_steps
