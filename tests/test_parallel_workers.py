@@ -266,13 +266,14 @@ _LONG_QUICK_STUDY = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how, exit_code", [("ctrl-c", 130), ("sigterm", 143),
-                                            ("ctrl-c twice", 130)])
+                                            ("ctrl-c twice", 130), ("a worker killed", 1)])
 def test_a_stopped_parallel_study_saves_its_points_and_exits_at_once(tmp_path, how, exit_code):
   """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM to the study alone
   stops both workers' points at a step boundary with a checkpoint there, starts no other, and
   ends with one line naming the points and steps; a second Ctrl-C aborts at once (was: the
   workers' Interrupted garbled in one "error:" line, and the study waited for a worker to train
-  a further point to its end before it exited)."""
+  a further point to its end before it exited). A worker killed outright (the OS's answer to
+  running out of memory) is one error line (was: a BrokenProcessPool traceback)."""
   workdir = tmp_path / "study"
   log = tmp_path / "study.log"
   with open(log, "w") as out:
@@ -287,6 +288,8 @@ def test_a_stopped_parallel_study_saves_its_points_and_exits_at_once(tmp_path, h
       time.sleep(0.1)
     if how == "sigterm":
       study.send_signal(signal.SIGTERM)
+    elif how == "a worker killed":
+      os.kill(_spawned_children(study.pid)[0], signal.SIGKILL)
     else:
       os.killpg(study.pid, signal.SIGINT)
       if how == "ctrl-c twice":
@@ -302,6 +305,11 @@ def test_a_stopped_parallel_study_saves_its_points_and_exits_at_once(tmp_path, h
   text = log.read_text()
   assert "Traceback" not in text
   last = text.strip().splitlines()[-1]
+  if how == "a worker killed":
+    assert re.fullmatch(r"error: a worker process died abruptly \(.*\) while task=\S+, task=\S+ "
+                        r"trained; the study stopped\. Run the same command to resume: each "
+                        r"point resumes from its latest checkpoint", last), last
+    return
   if how == "ctrl-c twice":
     assert last == ("aborted by a second Ctrl-C; run the same command to resume from the latest "
                     "checkpoints")

@@ -226,7 +226,8 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
   does) stops every running point at its next step boundary, its checkpoint saved, starts no
   other, and raises `Interrupted` naming the points and steps; a second Ctrl-C aborts at once.
   A point that fails stops the others the same way before its error is raised, so an error is
-  reported as soon as it happens.
+  reported as soon as it happens. A worker that dies (out of memory, killed) is one RnnlabError
+  naming the points that were training.
   """
   check_parallel(parallel)
   pending = [p for p in points if not is_done(p)]
@@ -273,6 +274,7 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
 
   results: dict[str, Any] = {}
   failures: dict[str, BaseException] = {}
+  broken: list[str] = []  # points whose worker, or another worker, died abruptly
   with stop_signals.handling(on_signal), concurrent.futures.ProcessPoolExecutor(
       workers, mp_context=context, initializer=_init_worker,
       initargs=(cpus, os.getpid(), stop_event)) as pool:
@@ -285,15 +287,23 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
         for future in done:
           try:
             results[futures[future]] = future.result()
+          except concurrent.futures.process.BrokenProcessPool:
+            broken.append(futures[future])  # the pool ends the other workers (SIGTERM: saved)
           except Exception as e:  # pylint: disable=broad-except
             failures[futures[future]] = e
-        if signalled or failures:
+        if signalled or failures or broken:
           stop_workers()
     except BaseException:  # a second Ctrl-C: abort at once
       for child in multiprocessing.active_children():
         child.kill()
       pool.shutdown(wait=False, cancel_futures=True)
       raise
+  if broken:
+    begun = [p.name for p in pending if p.name in broken and status(p) == "partial"]
+    raise RnnlabError(
+        "a worker process died abruptly (killed by a signal, or by the OS when memory ran out: "
+        f"see `dmesg`) while {', '.join(begun) or 'the study'} trained; the study stopped. Run "
+        "the same command to resume: each point resumes from its latest checkpoint")
   errors = [e for e in failures.values() if not isinstance(e, Interrupted)]
   if errors:
     raise errors[0]
