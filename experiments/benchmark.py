@@ -46,7 +46,7 @@ from absl import app, flags
 from configs import base as base_config
 from experiments import cli, peers, timing
 from rnnlab.core import linear_recurrence
-from rnnlab.training import train
+from rnnlab.training import run_files, train
 
 REPORT_FILE = "benchmark.md"
 _QUICK = flags.DEFINE_bool("quick", False, "One small shape and few repeats (for the tests).")
@@ -330,6 +330,9 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f"--suites: {suite!r} is not one of: classic, parallel")
   output = (_OUTPUT.value if _OUTPUT.value is not None
             else os.path.join(_RESULTS_DIR.value, REPORT_FILE))
+  if output:  # before the timing
+    run_files.check_writable_dir(os.path.dirname(os.path.abspath(output)),
+                                 "--output" if _OUTPUT.value is not None else "--results_dir")
   parallel = run_parallel_suite(quick, repeats, _CLASSES.value) if "parallel" in suites else None
   if parallel is not None:
     print(parallel)

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from experiments import cli, timing
 from rnnlab.studies import memory_grid, memory_report, report, sweep
-from rnnlab.training import run_folder, train
+from rnnlab.training import run_files, run_folder, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py",
                                           "A study config; its training settings are timed.",
@@ -148,6 +148,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if _WORKERS.value < 1:
     raise app.UsageError(f"--workers={_WORKERS.value}: give 1 or more")
+  run_files.check_writable_dir(_RESULTS.value, "--results_dir")  # before the timing
   cpus = _pin()
   config = memory_grid.point_config(_CONFIG.value)
   rows = measure(config)

@@ -22,7 +22,7 @@ from absl import app, flags
 from configs import compare as compare_config
 from experiments import cli, timing
 from rnnlab.studies import launch, memory_report, memory_study, report, sweep
-from rnnlab.training import run_folder
+from rnnlab.training import run_files, run_folder
 
 _CELLS = flags.DEFINE_string("cells", "lstm,gru", "Grid cells (x 2 tasks = the points; the gated "
                              "cells give points of similar cost).")
@@ -111,6 +111,7 @@ def main(argv: list[str]) -> None:
   if _STEADY_CHILD.value is not None:
     _steady_child(_STEADY_CHILD.value)
     return
+  run_files.check_writable_dir(_RESULTS.value, "--results_dir")  # before the timing
   rows, load_before, config = [], timing.load_average(), _config()
   for workers in (int(w) for w in _WORKERS.value):
     with tempfile.TemporaryDirectory(prefix=f"rnnlab-workers{workers}-") as tmp:

@@ -182,3 +182,25 @@ def test_torch_files_that_are_not_state_dicts(env, tmp_path):
     _assert_one_clear_error(result, f"'{tmp_path / name}'", *fragments)
     assert "weights_only=False" not in result.stderr and "\x1b[" not in result.stderr
     assert not os.path.exists(workdir), name
+
+
+@pytest.mark.parametrize("module, args", [
+    ("experiments.compare", ["--config=configs/compare.py:quick", "--workdir={tmp}/study"]),
+    ("experiments.compare", ["--config=configs/compare.py:quick", "--workdir={tmp}/study",
+                             "--from_workdirs"]),
+    ("experiments.seq2seq_study", ["--workdir_root={tmp}/study"]),
+    ("experiments.gradient_flow", ["--config=configs/adding.py", "--train_dir={tmp}/study"]),
+    ("experiments.seeds_speedup", []),
+    ("experiments.workers_speedup", []),
+    ("experiments.benchmark", ["--quick"]),
+])
+def test_an_unwritable_results_dir_is_refused_before_any_work(env, tmp_path, module, args):
+  """A --results_dir that cannot hold the report is refused at once (was: a study trained for
+  hours, then failed with a traceback when it wrote its report)."""
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  result = _run(env, module, *[a.format(tmp=tmp_path) for a in args],
+                f"--results_dir={blocker}/reports")
+  _assert_one_clear_error(result, f"cannot write to results_dir '{blocker}/reports'",
+                          "Choose a writable --results_dir.")
+  assert sorted(os.listdir(tmp_path)) == ["a_file"]  # nothing trained, nothing written

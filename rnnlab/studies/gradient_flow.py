@@ -23,7 +23,7 @@ from rnnlab import tasks
 from rnnlab.analysis import gradient_flow
 from rnnlab.errors import ConfigError
 from rnnlab.studies import launch, plots, sweep, sweep_table
-from rnnlab.training import evaluation, run_folder
+from rnnlab.training import evaluation, run_files, run_folder
 
 DATA_FILE = "gradient_flow.json"
 EXPLODING_FILE = "gradient_flow_exploding.json"
@@ -158,6 +158,10 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *, train_
   """
   if (config is None) == (workdir is None):
     raise ConfigError("give exactly one of config (train briefly) or workdir (a trained run)")
+  if out is not None:
+    run_files.check_writable_dir(os.path.dirname(os.path.abspath(out)), "--out")
+  elif results_dir is not None:
+    run_files.check_writable_dir(results_dir, "--results_dir")
   if config is None:
     data = gradient_flow_of_workdir(workdir, num_examples, command)
     own_dir, name, draw = workdir, PLOT_FILE, plots.gradient_flow

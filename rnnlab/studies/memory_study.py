@@ -15,6 +15,7 @@ import ml_collections
 
 from rnnlab.errors import ConfigError
 from rnnlab.studies import horizon, launch, memory_grid, memory_report, sweep, sweep_table
+from rnnlab.training import run_files
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, command: str,
@@ -42,6 +43,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
   Returns:
     The report's rows (one per point).
   """
+  if results_dir != workdir:
+    run_files.check_writable_dir(results_dir, "--results_dir")  # before hours of training
   if from_workdirs:
     manifest = sweep.read_manifest(workdir)
     points = sweep.load_points(workdir)

@@ -30,7 +30,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.models import seq2seq
 from rnnlab.studies import launch, sweep, sweep_table
 from rnnlab.tasks import translation
-from rnnlab.training import evaluation
+from rnnlab.training import evaluation, run_files
 
 REPORT_FILE = "seq2seq.md"
 
@@ -60,6 +60,8 @@ def run_study(config: ml_collections.ConfigDict, workdir_root: str, variants: li
                       f"{', '.join(seq2seq.ATTENTION_KINDS)}")
   if config.task.name != "translation":
     raise ConfigError(f"config.task.name={config.task.name!r}: the study needs 'translation'")
+  if results_dir is not None:
+    run_files.check_writable_dir(results_dir, "--results_dir")  # before hours of training
   # One sweep point per variant, in workdir_root/<variant>: resumable, in parallel workers.
   points = sweep.make_points(config, [(("model.attention", v),) for v in variants],
                              workdir_root, names=variants)

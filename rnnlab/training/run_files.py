@@ -19,6 +19,24 @@ TENSORBOARD_DIR = "tensorboard"
 _ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
+def check_writable_dir(path: str, flag: str) -> None:
+  """Creates directory `path` if needed and checks that this process can write into it, before
+  anything is trained; RnnlabError naming `flag` (the option that gave the path) otherwise."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise RnnlabError(f"{flag} {path!r} is a regular file, not a directory; give the path of a "
+                      "directory (it is created if missing)")
+  try:
+    os.makedirs(path, exist_ok=True)
+    # One probe per process: the processes of a multi-host run may share this directory.
+    probe = os.path.join(path, f".write_test.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise RnnlabError(f"cannot write to {flag.lstrip('-')} {path!r}: {e.strerror}. "
+                      f"Choose a writable {flag}.") from None
+
+
 def atomic_write(path: str, data: str | bytes) -> None:
   """Writes `data` to `path` so that a reader (or a later run after a kill) sees either the old
   file or the whole new one, never a part.

@@ -57,19 +57,7 @@ _SECTIONS = ("task", "model", "train")
 
 def check_workdir(workdir: str) -> None:
   """Creates `workdir` if needed and checks that this process can write into it."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise RnnlabError(f"--workdir {workdir!r} is a regular file, not a directory; give the path "
-                      "of a directory (it is created if missing)")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # One probe per process: the processes of a multi-host run may share this directory.
-    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise RnnlabError(f"cannot write to workdir {workdir!r}: {e.strerror}. "
-                      "Choose a writable --workdir.") from None
+  run_files.check_writable_dir(workdir, "--workdir")
 
 
 def read_config_json(path: str) -> dict[str, Any]:
