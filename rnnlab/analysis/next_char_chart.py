@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -18,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rnnlab.training import run_folder  # noqa: E402
+from rnnlab.analysis import figure_file  # noqa: E402
 
 _SHOW = {" ": "␣", "\n": "\\n", "\t": "\\t"}
 
@@ -29,15 +27,8 @@ def show_char(c: str) -> str:
 
 
 def _save(fig: plt.Figure, path: str) -> None:
-  """Writes the figure in the format its extension names, whole or not at all: it is drawn in
-  memory first, so an unknown format or an unwritable path leaves no partial file behind."""
   fig.tight_layout()
-  buffer = io.BytesIO()
-  try:
-    fig.savefig(buffer, dpi=120, format=os.path.splitext(path)[1][1:] or None)
-  finally:
-    plt.close(fig)
-  run_folder.atomic_write(path, buffer.getvalue())
+  figure_file.save(fig, path, dpi=120)
 
 
 def next_char_bar(probs: np.ndarray, vocab: Sequence[str], prompt: str, path: str,

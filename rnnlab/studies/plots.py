@@ -7,11 +7,11 @@ data to draw yet.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from rnnlab.analysis import figure_file
 from rnnlab.studies import report
 from rnnlab.training import metrics_log
 
@@ -51,9 +51,7 @@ def _caption(fig: Any, data: dict[str, Any]) -> None:
 
 
 def _save(fig: Any, out: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  fig.savefig(out, dpi=110, bbox_inches="tight")
-  _pyplot().close(fig)
+  figure_file.save(fig, out, dpi=110, bbox_inches="tight")
 
 
 def read_curve(workdir: str, key: str) -> tuple[np.ndarray, ...]:
