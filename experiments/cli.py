@@ -122,7 +122,8 @@ def as_flags(error: RnnlabError, names: Sequence[str] | Mapping[str, str]) -> Rn
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, printing RnnlabError as one line on stderr with exit code 1; a stop
   the user asked for (`Interrupted`: Ctrl-C or SIGTERM, at a step boundary) prints its line and
-  exits 130 (143 for SIGTERM); a second Ctrl-C, which aborts at once, says how to resume."""
+  exits 130 (143 for SIGTERM); a Ctrl-C that aborts at once (a second one, or one while
+  nothing trains here) says how to resume."""
   use_safe_cpu_scheduler()
 
   def wrapped(argv: list[str]) -> None:
@@ -137,8 +138,8 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
     except KeyboardInterrupt:
-      print("aborted by a second Ctrl-C; run the same command to resume from the latest "
-            "checkpoints", file=sys.stderr)
+      print("aborted by Ctrl-C; run the same command to resume from the latest checkpoints",
+            file=sys.stderr)
       sys.exit(130)
 
   app.run(wrapped, flags_parser=_parse_flags)

@@ -311,8 +311,7 @@ def test_a_stopped_parallel_study_saves_its_points_and_exits_at_once(tmp_path, h
                         r"point resumes from its latest checkpoint", last), last
     return
   if how == "ctrl-c twice":
-    assert last == ("aborted by a second Ctrl-C; run the same command to resume from the latest "
-                    "checkpoints")
+    assert last == "aborted by Ctrl-C; run the same command to resume from the latest checkpoints"
     return
   match = re.fullmatch(r"interrupted: (.+) \(checkpoints saved\); 2 more not started; run the "
                        r"same command to resume", last)
