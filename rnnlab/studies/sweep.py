@@ -23,6 +23,7 @@ sweep.md and sweep.csv (one row per point, built only from the point workdirs' f
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -270,7 +271,8 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
     if time.monotonic() - last_stop[0] >= 2.0:
       last_stop[0] = time.monotonic()
       for child in multiprocessing.active_children():
-        os.kill(child.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have just exited
+          os.kill(child.pid, signal.SIGTERM)
 
   results: dict[str, Any] = {}
   failures: dict[str, BaseException] = {}
