@@ -23,8 +23,8 @@ sweep.md and sweep.csv (one row per point, built only from the point workdirs' f
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import copy
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -225,7 +225,7 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] = run_point,
 
   Stopping: Ctrl-C or SIGTERM (to this process, or to its whole process group as a terminal
   does) stops every running point at its next step boundary, its checkpoint saved, starts no
-  other, and raises `Interrupted` naming the points and steps; a second Ctrl-C aborts at once.
+  other, and raises `Interrupted` naming the points and steps; a second one aborts at once.
   A point that fails stops the others the same way before its error is raised, so an error is
   reported as soon as it happens. A worker that dies (out of memory, killed) is one RnnlabError
   naming the points that were training.
@@ -250,40 +250,32 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
   cpus = context.Queue()
   for cpu in worker_cpus(workers):
     cpus.put(cpu)
-  stop_event = context.Event()  # set: workers start no further point
+  # True: each worker stops its point at a step boundary and begins no other. A lock-free shared
+  # flag, not an Event: a worker killed while waiting on an Event's lock would block every
+  # other process that sets or reads it.
+  stop = context.RawValue(ctypes.c_bool, False)
   signalled: list[int] = []  # the stop signals this process received
 
   def on_signal(signum: int, frame: Any) -> None:
-    if signalled and signum == signal.SIGINT:
-      raise KeyboardInterrupt
     if not signalled:
       logging.warning("%s: stopping the study's workers after their current step (press Ctrl-C "
                       "again to abort at once).", stop_signals.name(signum))
     signalled.append(signum)
 
-  last_stop = [-float("inf")]
-
-  def stop_workers() -> None:
-    """Each worker stops its point at a step boundary (`train._GracefulStop`) and begins no other.
-    Sent again every 2 s: a worker that was between points when it came is told again once its
-    point has begun."""
-    stop_event.set()
-    if time.monotonic() - last_stop[0] >= 2.0:
-      last_stop[0] = time.monotonic()
-      for child in multiprocessing.active_children():
-        with contextlib.suppress(ProcessLookupError):  # it may have just exited
-          os.kill(child.pid, signal.SIGTERM)
-
   results: dict[str, Any] = {}
   failures: dict[str, BaseException] = {}
   broken: list[str] = []  # points whose worker, or another worker, died abruptly
-  with stop_signals.handling(on_signal), concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=context, initializer=_init_worker,
-      initargs=(cpus, os.getpid(), stop_event)) as pool:
-    futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
-    not_done = set(futures)
+  with (stop_signals.handling(on_signal, (signal.SIGINT, signal.SIGTERM)),
+        concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                               initializer=_init_worker,
+                                               initargs=(cpus, os.getpid(), stop)) as pool):
     try:
+      with stop_signals.blocked():  # the workers are spawned here, with them blocked
+        futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
+      not_done = set(futures)
       while not_done:
+        if len(signalled) > 1:  # a second Ctrl-C (or SIGTERM): abort at once
+          raise KeyboardInterrupt
         done, not_done = concurrent.futures.wait(
             not_done, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
         for future in done:
@@ -294,27 +286,28 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
           except Exception as e:  # pylint: disable=broad-except
             failures[futures[future]] = e
         if signalled or failures or broken:
-          stop_workers()
-    except BaseException:  # a second Ctrl-C: abort at once
+          stop.value = True  # each worker signals itself (`_init_worker`)
+    except BaseException:
       for child in multiprocessing.active_children():
         child.kill()
       pool.shutdown(wait=False, cancel_futures=True)
       raise
+  errors = [e for e in failures.values() if not isinstance(e, Interrupted)]
+  if errors:
+    raise errors[0]
   if broken:
     begun = [p.name for p in pending if p.name in broken and status(p) == "partial"]
     raise RnnlabError(
         "a worker process died abruptly (killed by a signal, or by the OS when memory ran out: "
         f"see `dmesg`) while {', '.join(begun) or 'the study'} trained; the study stopped. Run "
         "the same command to resume: each point resumes from its latest checkpoint")
-  errors = [e for e in failures.values() if not isinstance(e, Interrupted)]
-  if errors:
-    raise errors[0]
-  if failures or signalled:
-    stopped = {name: e.step for name, e in failures.items()}
-    not_started = sum(r == _NOT_STARTED for r in results.values())
-    exit_code = (128 + signalled[0] if signalled
-                 else next(iter(failures.values())).exit_code)
-    raise _stopped(stopped, not_started, exit_code)
+  not_started = sum(r == _NOT_STARTED for r in results.values())
+  if failures or not_started:
+    codes = [128 + s for s in signalled] + [e.exit_code for e in failures.values()]
+    own = [c for c in codes if c != 128 + stop_signals.STUDY_STOP]
+    raise _stopped({name: e.step for name, e in failures.items()}, not_started,
+                   own[0] if own else 130)
+  # Finished, every point (a stop signal that came after the last step changes nothing).
   return [results[p.name] if p.name in results else run(p) for p in points]
 
 
@@ -322,8 +315,8 @@ def _stopped(steps: dict[str, int | None], not_started: int, exit_code: int) -> 
   """The Interrupted of a sweep: which points stopped at which step, how many were not begun."""
   where = ", ".join(f"{name} at step {step}" for name, step in steps.items()) or "no point running"
   later = f"; {not_started} more not started" if not_started else ""
-  return Interrupted(f"interrupted: {where} (checkpoints saved){later}; run the same command "
-                     "to resume", exit_code=exit_code)
+  return Interrupted(f"interrupted: {where}{later}; run the same command to resume",
+                     exit_code=exit_code)
 
 
 def worker_cpus(workers: int) -> list[set[int] | None]:
@@ -341,33 +334,46 @@ def worker_cpus(workers: int) -> list[set[int] | None]:
 
 
 _NOT_STARTED = "not started"  # a worker's answer for a point it was told not to begin
-_stop_event: Any = None  # a worker's: set by its study when the study stops
+_stop: Any = None  # a worker's: its study's stop flag (`_run_in_workers`)
 
 
-def _init_worker(cpus: Any, parent_pid: int, stop_event: Any) -> None:
-  """A worker: pinned to its CPUs; stopped by its study (SIGTERM, or `stop_event` between points),
-  never by the terminal's Ctrl-C directly, so that one Ctrl-C stops the point gracefully rather
-  than reaching it twice; exits when the study process dies."""
-  global _stop_event
-  _stop_event = stop_event
+def _init_worker(cpus: Any, parent_pid: int, stop: Any) -> None:
+  """A worker: pinned to its CPUs; stopped only by its study, which sets the shared flag `stop`
+  (the worker's watcher thread then sends it STUDY_STOP: its point stops at a step boundary, and
+  no other begins); deaf to the terminal's Ctrl-C, which its study answers; exits when the study
+  process dies. It starts with the stop signals blocked (`stop_signals.blocked`) and unblocks
+  them once its handlers are set."""
+  global _stop
+  _stop = stop
   signal.signal(signal.SIGINT, signal.SIG_IGN)
-  signal.signal(signal.SIGTERM, lambda signum, frame: None)  # between points: see _run_spec
+  for signum in (signal.SIGTERM, stop_signals.STUDY_STOP):  # between points; a run has its own
+    signal.signal(signum, stop_signals.note)
+  stop_signals.unblock()
   logging.set_verbosity(logging.INFO)
   mine = cpus.get()
   if mine is not None:
     os.sched_setaffinity(0, mine)
 
-  def exit_with_parent() -> None:  # a killed study must not leave its workers training
+  def watch() -> None:  # a killed study must not leave its workers training
+    told = False
     while os.getppid() == parent_pid:
-      time.sleep(1.0)
+      if stop.value and not told:
+        os.kill(os.getpid(), stop_signals.STUDY_STOP)  # to the main thread: the run's handler
+        told = True
+      time.sleep(0.5)
     os._exit(1)
-  threading.Thread(target=exit_with_parent, daemon=True).start()
+  threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_spec(run: Callable[[Point], Any], spec: dict[str, Any]) -> Any:
-  if _stop_event is not None and _stop_event.is_set():
+  if stop_signals.received() is not None or (_stop is not None and _stop.value):
     return _NOT_STARTED
-  return run(point_from_spec(spec))
+  try:
+    return run(point_from_spec(spec))
+  except BaseException:
+    if _stop is not None:
+      _stop.value = True  # the study stops: this worker begins no further point, nor do the others
+    raise
 
 
 def point_spec(point: Point) -> dict[str, Any]:

@@ -251,20 +251,29 @@ def _mean(value: Any) -> float:
 # ----------------------------------------------------------------------------- the loop
 
 class _GracefulStop:
-  """A training run's answer to Ctrl-C (SIGINT) or SIGTERM (`stop_signals.handling(handle)`): the
-  first only sets `requested`, so the loop stops at the next step boundary, with everything of
-  the steps before it written, and raises `Interrupted`. A second Ctrl-C aborts at once."""
+  """A training run's answer to a stop signal (`stop_signals.handling(handle)`): the first only
+  sets `requested`, so the loop stops at the next step boundary, with everything of the steps
+  before it written, and raises `Interrupted`. A second Ctrl-C or SIGTERM aborts at once. A
+  request a study's worker got before this run began (`stop_signals.received`) counts too."""
 
   def __init__(self):
-    self.requested = False
-    self.exit_code = 130
+    self._signum: int | None = None
+
+  @property
+  def requested(self) -> bool:
+    return self._signum is not None or stop_signals.received() is not None
+
+  @property
+  def exit_code(self) -> int:
+    """128 + the signal, as the shell reports a process it ended (130: Ctrl-C; 143: SIGTERM)."""
+    return 128 + (self._signum or stop_signals.received() or signal.SIGINT)
 
   def handle(self, signum: int, frame: Any) -> None:
     if self.requested:
-      if signum == signal.SIGINT:
+      if signum in (signal.SIGINT, signal.SIGTERM):
         raise KeyboardInterrupt
       return
-    self.requested, self.exit_code = True, 128 + signum
+    self._signum = signum
     logging.warning("%s: stopping after this step (press Ctrl-C again to abort at once).",
                     stop_signals.name(signum))
 
@@ -280,7 +289,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  t.num_seeds, "jax.lax.map" if trainer.seed_map == "map" else "jax.vmap",
                  t.seed_map, jax.default_backend())
   stop = _GracefulStop()
-  with run_folder.open_run(config, workdir, is_main) as start, stop_signals.handling(stop.handle):
+  # A multi-host run keeps SIGTERM fatal: its processes would see it at different steps and
+  # meet in different collectives (the checkpoint save of one, the train step of another).
+  signals = stop_signals.STOP_SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
+  with (run_folder.open_run(config, workdir, is_main) as start,
+        stop_signals.handling(stop.handle, signals)):
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                    best_mode="max" if task.higher_is_better else "min")
     log = metrics_log.MetricsLog(workdir, enabled=is_main, restart_step=(start or 0) + 1)
