@@ -35,6 +35,7 @@ import os
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
+import filelock
 import ml_collections
 from absl import logging
 
@@ -306,9 +307,11 @@ def _submit(points: Sequence[sweep.Point], base_workdir: str, training: Training
     raise RnnlabError(f"could not submit the sweep's {len(specs)} jobs: {e}".strip()) from None
   job_ids = [str(job.job_id) for job in jobs]
   if training.launcher == "slurm":
-    run_folder.atomic_write(_slurm_jobs_path(base_workdir), json.dumps(
-        {**_recorded_slurm_jobs(base_workdir), **{p.name: j for p, j in zip(pending, job_ids)}},
-        indent=2, sort_keys=True))
+    path = _slurm_jobs_path(base_workdir)
+    with filelock.FileLock(f"{path}.lock"):  # shards launched at once each add their jobs
+      run_folder.atomic_write(path, json.dumps(
+          {**_recorded_slurm_jobs(base_workdir), **{p.name: j for p, j in zip(pending, job_ids)}},
+          indent=2, sort_keys=True))
   logging.info("submitted %d points as %s jobs %s (logs: %s)", len(pending), training.launcher,
                " ".join(job_ids), os.path.join(base_workdir, SUBMITIT_DIR))
   if training.launcher == "local":
