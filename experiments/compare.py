@@ -11,8 +11,10 @@ in --parallel worker processes (default: one per CPU core), or as submitit jobs 
 --launcher=local or --launcher=slurm (the --slurm_* flags set their resources). The report
 (NAME.md, NAME.csv, NAME_*.png, NAME from config.compare.name) goes to --results_dir, by
 default WORKDIR itself; regenerating the committed report is the explicit
-`--results_dir=experiments/results`. A subset of the grid is run by overriding the grid lists,
-e.g. --config.compare.directions=uni.
+`--results_dir=experiments/results`. A --results_dir other than WORKDIR also gets NAME_runs/,
+the study's run records (`rnnlab.studies.records`): the report is rebuilt from them with
+--workdir=NAME_runs --from_workdirs, and a copy of them continues the study elsewhere. A subset of
+the grid is run by overriding the grid lists, e.g. --config.compare.directions=uni.
 """
 
 import importlib.util
@@ -56,6 +58,27 @@ def _default_grid() -> dict:
   return module.get_config().compare.to_dict()
 
 
+_COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _inside(path: str, folder: str) -> bool:
+  return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == folder
+
+
+def _check_not_committed(workdir: str, results_dir: str) -> None:
+  """The committed run records (experiments/results/NAME_runs) are read, never written: a study
+  trains in a copy of them, and their report is rebuilt into another --results_dir."""
+  if not _inside(workdir, _COMMITTED):
+    return
+  if not _FROM_WORKDIRS.value:
+    raise RnnlabError(f"--workdir={workdir} is inside the committed results ({_COMMITTED}), "
+                      "and training there would change them: copy it to a workdir first "
+                      f"(cp -r {workdir} /tmp/rnnlab_compare) and pass that --workdir")
+  if _inside(results_dir, os.path.abspath(workdir)):
+    raise RnnlabError(f"--from_workdirs would write the report into {results_dir}, inside the "
+                      "committed run records it reads: pass --results_dir=DIR elsewhere")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -65,6 +88,7 @@ def main(argv: list[str]) -> None:
                       "`compare` section (the grid); use configs/compare.py, configs/horizon.py "
                       "or configs/quickstart.py")
   results_dir = _RESULTS.value or _WORKDIR.value
+  _check_not_committed(_WORKDIR.value, results_dir)
   try:
     rows = memory_study.run(config, _WORKDIR.value, results_dir, _command(),
                             from_workdirs=_FROM_WORKDIRS.value, default_grid=_default_grid(),

@@ -70,7 +70,7 @@ def test_quick_study_end_to_end(quick_study):
   assert rows[1]["baseline"] == pytest.approx(1 / 6)
   assert sorted(os.listdir(results)) == ["compare.csv", "compare.md", "compare_adding_curves.png",
                                          "compare_copy_curves.png", "compare_horizon.png",
-                                         "compare_horizon_bars.png"]
+                                         "compare_horizon_bars.png", "compare_runs"]
   md = open(os.path.join(results, "compare.md")).read()
   for text in ("python -m experiments.compare TEST", "CPU cores", "at most 20 steps",
                "2 seeds per point trained as one program", "declared subset",
@@ -198,7 +198,8 @@ def test_horizon_study_writes_its_own_report(tmp_path):
   results = str(tmp_path / "results")
   rows = memory_study.run(config, str(tmp_path / "runs"), results, "TEST")
   assert sorted(os.listdir(results)) == ["horizon.csv", "horizon.md", "horizon_copy_curves.png",
-                                         "horizon_horizon.png", "horizon_horizon_bars.png"]
+                                         "horizon_horizon.png", "horizon_horizon_bars.png",
+                                         "horizon_runs"]
   assert [(r["cell"], r["length"], r["status"]) for r in rows] == [("gru:chrono", 5, "finished")]
   saved = train.load_config(rows[0]["workdir"])
   assert saved.model.init == "chrono" and saved.model.chrono_t_max == 25.0

@@ -51,7 +51,8 @@ def report_name(config: ml_collections.ConfigDict) -> str:
 def report_files(name: str) -> dict[str, str]:
   """The report's file names for a study called `name`."""
   return {"md": f"{name}.md", "csv": f"{name}.csv", "curves": f"{name}_{{task}}_curves.png",
-          "horizon": f"{name}_horizon.png", "horizon_bars": f"{name}_horizon_bars.png"}
+          "horizon": f"{name}_horizon.png", "horizon_bars": f"{name}_horizon_bars.png",
+          "records": f"{name}_runs"}
 
 
 def parse_cell(entry: str) -> tuple[str, str]:

@@ -48,11 +48,13 @@ TITLE = "Comparison study: vanilla RNN, LSTM and GRU on the copy and adding task
 
 def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], results_dir: str,
                  workdir: str, name: str = "compare", title: str = TITLE) -> None:
-  """NAME.csv (the data), the PNG plots (from the saved data) and NAME.md."""
+  """NAME.csv (the data), the PNG plots (from the saved data) and NAME.md. The rows' workdirs
+  are below `workdir`; the CSV names each by its path there."""
   files = memory_grid.report_files(name)
   os.makedirs(results_dir, exist_ok=True)
   csv_path = os.path.join(results_dir, files["csv"])
-  run_folder.atomic_write(csv_path, report.csv_text(rows, COLUMNS))
+  run_folder.atomic_write(csv_path, report.csv_text(
+      [dict(r, workdir=os.path.relpath(r["workdir"], workdir)) for r in rows], COLUMNS))
   images = []
   for task in dict.fromkeys(r["task"] for r in rows):
     out = os.path.join(results_dir, files["curves"].format(task=task))
@@ -66,8 +68,14 @@ def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], resul
     images.append(("The memory horizon: the longest T solved by at least 2 of 3 seeds", out))
   sentences = verdicts.VERDICTS.get(name, verdicts.literature_verdicts)
   run_folder.atomic_write(os.path.join(results_dir, files["md"]),
-                          report_markdown(rows, manifest, workdir, images, title=title,
-                                          sentences=sentences, csv_name=files["csv"]))
+                          report_markdown(rows, manifest, images, title=title,
+                                          sentences=sentences, csv_name=files["csv"],
+                                          records=None if _same_dir(results_dir, workdir)
+                                          else files["records"]))
+
+
+def _same_dir(a: str, b: str) -> bool:
+  return os.path.abspath(a) == os.path.abspath(b)
 
 
 
@@ -142,13 +150,15 @@ def _points_text(points: Sequence[tuple[Any, ...]]) -> str:
   return "; ".join(f"{task}: {', '.join(v)}" for task, v in by_task.items())
 
 
-def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], workdir: str,
+def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any],
                     images: Sequence[tuple[str, str]] = (), title: str = TITLE,
                     sentences: Callable[[Sequence[dict[str, Any]]], list[str]] | None = None,
-                    csv_name: str = "compare.csv") -> str:
+                    csv_name: str = "compare.csv", records: str | None = None) -> str:
   """The text of the report: header, the memory horizons, one table per task, measured vs the
   literature, plots. Only the manifest and the rows go in, so rebuilding the report from the
-  workdirs gives the same text."""
+  workdirs, or from the records, gives the same text. `records`: the folder of run records
+  beside the report (`rnnlab.studies.records`), or None when the report is in the study's
+  workdir."""
   sentences = sentences or verdicts.literature_verdicts
   t, m = manifest["train"], manifest["model"]
   done = sum(r.get("status") == "finished" for r in rows)
@@ -196,8 +206,16 @@ def report_markdown(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], wo
       lines.append(f"- **A declared subset of the default grid** ({_grid_text(default)}, "
                    f"{len(missing) + len(rows)} points): {len(missing)} points not run "
                    f"({_points_text(missing)})")
-  lines.append(f"- Workdirs: `{workdir}` (one per point; `{csv_name}` has every number); "
-               "the report is rebuilt from them with the same command and `--from_workdirs`")
+  if records is None:
+    lines.append(f"- Workdirs: beside this report, one per point (`{csv_name}` has every "
+                 "number); the report is rebuilt from them with the same command and "
+                 "`--from_workdirs`")
+  else:
+    lines.append(f"- Run records: `{records}/` beside this report (`{csv_name}` has every "
+                 "number): each point's config, metrics and summary, and an unfinished point's "
+                 "latest checkpoints. The report is rebuilt from them with the same command, "
+                 f"`--workdir=` that folder and `--from_workdirs`; copied to a workdir, they "
+                 "continue the study there with the same command")
   lines.append("")
   lines += ["## Memory horizon", "",
             "The longest sequence length T at which at least 2 of 3 seeds (2/3 of the seeds) "

@@ -14,7 +14,15 @@ from typing import Any, Sequence
 import ml_collections
 
 from rnnlab.errors import ConfigError
-from rnnlab.studies import horizon, launch, memory_grid, memory_report, sweep, sweep_table
+from rnnlab.studies import (
+  horizon,
+  launch,
+  memory_grid,
+  memory_report,
+  records,
+  sweep,
+  sweep_table,
+)
 from rnnlab.training import run_files
 
 
@@ -31,7 +39,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
   Args:
     config: configs/compare.py's config (training config + `compare` grid).
     workdir: base directory, one sub-workdir per point, and the manifest sweep.json.
-    results_dir: where compare.md, compare.csv and the PNGs go.
+    results_dir: where compare.md, compare.csv and the PNGs go, and the run records
+      (compare_runs/, `rnnlab.studies.records`) unless it is `workdir`.
     command: the command line that produced this, for the report header.
     from_workdirs: build the report from the workdirs listed in workdir/sweep.json, no training.
     default_grid: the default `compare` section, to say in the header if a subset was run.
@@ -77,9 +86,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
   rows = sort_rows(_rows(points))
   if manifest.get("skip_past_horizon"):
     rows = horizon.mark_past_horizon(rows)
-  memory_report.write_report(rows, manifest, results_dir, workdir,
-                             name=memory_grid.report_name(config),
+  name = memory_grid.report_name(config)
+  memory_report.write_report(rows, manifest, results_dir, workdir, name=name,
                              title=str(config.compare.get("title", memory_report.TITLE)))
+  if os.path.abspath(results_dir) != os.path.abspath(workdir):  # else the workdirs are beside it
+    records.write(workdir, points, os.path.join(results_dir,
+                                                memory_grid.report_files(name)["records"]))
   return rows
 
 

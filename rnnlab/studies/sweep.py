@@ -254,18 +254,13 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
   # flag, not an Event: a worker killed while waiting on an Event's lock would block every
   # other process that sets or reads it.
   stop = context.RawValue(ctypes.c_bool, False)
-  signalled: list[int] = []  # the stop signals this process received
-
-  def on_signal(signum: int, frame: Any) -> None:
-    if not signalled:
-      logging.warning("%s: stopping the study's workers after their current step (press Ctrl-C "
-                      "again to abort at once).", stop_signals.name(signum))
-    signalled.append(signum)
+  # Polled, not raised in the handler: an abort must not land inside the pool's locks.
+  request = stop_signals.StopRequest("stopping the study's workers after their current step")
 
   results: dict[str, Any] = {}
   failures: dict[str, BaseException] = {}
   broken: list[str] = []  # points whose worker, or another worker, died abruptly
-  with (stop_signals.handling(on_signal, (signal.SIGINT, signal.SIGTERM)),
+  with (stop_signals.handling(request.handle, (signal.SIGINT, signal.SIGTERM)),
         concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                initializer=_init_worker,
                                                initargs=(cpus, os.getpid(), stop)) as pool):
@@ -274,7 +269,7 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
         futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
       not_done = set(futures)
       while not_done:
-        if len(signalled) > 1:  # a second Ctrl-C (or SIGTERM): abort at once
+        if request.aborted:
           raise KeyboardInterrupt
         done, not_done = concurrent.futures.wait(
             not_done, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -285,7 +280,7 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
             broken.append(futures[future])  # the pool ends the other workers (SIGTERM: saved)
           except Exception as e:  # pylint: disable=broad-except
             failures[futures[future]] = e
-        if signalled or failures or broken:
+        if request.requested or failures or broken:
           stop.value = True  # each worker signals itself (`_init_worker`)
     except BaseException:
       for child in multiprocessing.active_children():
@@ -303,7 +298,7 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
         "the same command to resume: each point resumes from its latest checkpoint")
   not_started = sum(r == _NOT_STARTED for r in results.values())
   if failures or not_started:
-    codes = [128 + s for s in signalled] + [e.exit_code for e in failures.values()]
+    codes = [request.exit_code] * request.requested + [e.exit_code for e in failures.values()]
     own = [c for c in codes if c != 128 + stop_signals.STUDY_STOP]
     raise _stopped({name: e.step for name, e in failures.items()}, not_started,
                    own[0] if own else 130)

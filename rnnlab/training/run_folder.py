@@ -1,5 +1,5 @@
-"""The run folder: its one owner. File names, the atomic write, config.json, the lock, and what a
-resumed run starts from.
+"""The run folder: its one owner. File names, the atomic write, config.json, the lock, what a
+resumed run starts from, and the run's record (what its results are read from, copied elsewhere).
 
 A run's workdir holds:
     config.json      the resolved config (written at start, compared on every resume)
@@ -24,9 +24,10 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import socket
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import filelock
 import ml_collections
@@ -192,6 +193,53 @@ def _rewind(workdir: str, step: int) -> None:
       os.remove(leftover)  # the run's lock is held: no writer of this run is alive
 
 
+# ----------------------------------------------------------------------------- the record
+
+RECORD_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE)
+
+
+def copy_record(workdir: str, dest: str, extra_files: Sequence[str] = (),
+                checkpoints: bool = False) -> None:
+  """Copies the run's record into the new folder `dest`: the files its results are read from
+  (config.json, metrics.jsonl, summary.json and those of `extra_files` that exist) and, with
+  `checkpoints`, its latest complete checkpoint and best checkpoint, so that `dest`, used as a
+  workdir, resumes the run exactly where it stood. TensorBoard events and the lock stay behind.
+
+  The run may be training meanwhile: a metrics row still being written is left out (a resumed
+  run rewinds the rows after its checkpoint anyway), and a checkpoint is copied only once orbax
+  has completed it; one deleted while it was copied (a newer one replaced it) is copied again.
+  """
+  os.makedirs(dest)
+  for name in (*RECORD_FILES, *extra_files):
+    try:
+      with open(os.path.join(workdir, name), "rb") as f:
+        data = f.read()
+    except FileNotFoundError:
+      continue
+    if name == METRICS_FILE:
+      data = data[:data.rfind(b"\n") + 1]  # whole rows only
+    atomic_write(os.path.join(dest, name), data)
+  if checkpoints:
+    for best in (False, True):
+      _copy_checkpoints(workdir, dest, best)
+
+
+def _copy_checkpoints(workdir: str, dest: str, best: bool, tries: int = 5) -> None:
+  """The latest complete checkpoint (best: every complete one; orbax keeps one, two for an
+  instant while it replaces it, and `Checkpointer.repair_best` picks)."""
+  name = BEST_CHECKPOINT_DIR if best else CHECKPOINT_DIR
+  for _ in range(tries):
+    steps = checkpoint_steps(workdir, best)
+    try:
+      for step in steps if best else steps[-1:]:
+        shutil.copytree(os.path.join(workdir, name, str(step)), os.path.join(dest, name, str(step)))
+      return
+    except (FileNotFoundError, shutil.Error):  # replaced by a newer one while it was copied
+      shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
+  raise RnnlabError(f"could not copy the checkpoints of {os.path.join(workdir, name)}: each try "
+                    "met one being replaced; run the same command again")
+
+
 # ----------------------------------------------------------------------------- the lock
 
 @contextlib.contextmanager
@@ -201,12 +249,8 @@ def _lock(workdir: str) -> Iterator[None]:
   flock: the OS releases it when the holder dies (even by SIGKILL), so a killed run never blocks
   its resumption. The owner file is only for the message.
   """
-  lock = filelock.FileLock(os.path.join(workdir, LOCK_FILE), timeout=0)
+  lock = _acquire(workdir)
   owner_path = os.path.join(workdir, LOCK_OWNER_FILE)
-  try:
-    lock.acquire()
-  except filelock.Timeout:
-    raise _in_use(workdir) from None
   try:
     atomic_write(owner_path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
@@ -215,6 +259,16 @@ def _lock(workdir: str) -> Iterator[None]:
     with contextlib.suppress(OSError):
       os.remove(owner_path)  # a finished run leaves its folder as it found it, but for .lock
     lock.release()
+
+
+def _acquire(workdir: str) -> filelock.FileLock:
+  """The run's lock, taken without waiting, or the error naming the process that holds it."""
+  lock = filelock.FileLock(os.path.join(workdir, LOCK_FILE), timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    raise _in_use(workdir) from None
+  return lock
 
 
 def _in_use(workdir: str) -> RnnlabError:
@@ -226,15 +280,8 @@ def _in_use(workdir: str) -> RnnlabError:
 def check_not_in_use(workdir: str) -> None:
   """The RnnlabError `open_run` would raise if another process trains the run in `workdir` now
   (its lock is held); writes nothing. For a sweep or study, before it records anything."""
-  path = os.path.join(workdir, LOCK_FILE)
-  if not os.path.exists(path):
-    return
-  lock = filelock.FileLock(path, timeout=0)
-  try:
-    lock.acquire()
-  except filelock.Timeout:
-    raise _in_use(workdir) from None
-  lock.release()
+  if os.path.exists(os.path.join(workdir, LOCK_FILE)):
+    _acquire(workdir).release()
 
 
 def _owner(path: str) -> str:

@@ -9,6 +9,8 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+from absl import logging
+
 # A study's request to one of its worker processes (`sweep.run_points`): stop the point at its
 # next step boundary and begin no other. Its own signal, so that it never adds up with a Ctrl-C
 # or SIGTERM the worker received itself into the second one that aborts at once.
@@ -58,6 +60,41 @@ def unblock() -> None:
   """Lets STOP_SIGNALS reach this thread again (see `blocked`); pending ones arrive now."""
   if hasattr(signal, "pthread_sigmask"):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class StopRequest:
+  """The answer to stop signals, as a handler (`handling(request.handle)`): the first one asks to
+  stop at a step boundary (`requested`) and is logged as "SIGNAL: `stopping` (press Ctrl-C again
+  to abort at once)"; a second Ctrl-C or SIGTERM asks to abort at once (`aborted`). With
+  `raise_on_abort`, the handler itself then raises KeyboardInterrupt, wherever the main thread
+  is; without it, the caller polls `aborted` where an abort is safe. A request a study's worker
+  got before this one was made (`received`) counts as the first."""
+
+  def __init__(self, stopping: str, raise_on_abort: bool = False):
+    self._stopping, self._raise_on_abort = stopping, raise_on_abort
+    self._signum: int | None = None
+    self.aborted = False
+
+  @property
+  def requested(self) -> bool:
+    return self._signum is not None or received() is not None
+
+  @property
+  def exit_code(self) -> int:
+    """128 + the first signal, as the shell reports a process it ended (130: Ctrl-C; 143:
+    SIGTERM)."""
+    return 128 + (self._signum or received() or signal.SIGINT)
+
+  def handle(self, signum: int, frame: Any) -> None:
+    if self.requested:
+      if signum in (signal.SIGINT, signal.SIGTERM):
+        self.aborted = True
+        if self._raise_on_abort:
+          raise KeyboardInterrupt
+      return
+    self._signum = signum
+    logging.warning("%s: %s (press Ctrl-C again to abort at once).", name(signum),
+                    self._stopping)
 
 
 def note(signum: int, frame: Any) -> None:

@@ -250,34 +250,6 @@ def _mean(value: Any) -> float:
 
 # ----------------------------------------------------------------------------- the loop
 
-class _GracefulStop:
-  """A training run's answer to a stop signal (`stop_signals.handling(handle)`): the first only
-  sets `requested`, so the loop stops at the next step boundary, with everything of the steps
-  before it written, and raises `Interrupted`. A second Ctrl-C or SIGTERM aborts at once. A
-  request a study's worker got before this run began (`stop_signals.received`) counts too."""
-
-  def __init__(self):
-    self._signum: int | None = None
-
-  @property
-  def requested(self) -> bool:
-    return self._signum is not None or stop_signals.received() is not None
-
-  @property
-  def exit_code(self) -> int:
-    """128 + the signal, as the shell reports a process it ended (130: Ctrl-C; 143: SIGTERM)."""
-    return 128 + (self._signum or stop_signals.received() or signal.SIGINT)
-
-  def handle(self, signum: int, frame: Any) -> None:
-    if self.requested:
-      if signum in (signal.SIGINT, signal.SIGTERM):
-        raise KeyboardInterrupt
-      return
-    self._signum = signum
-    logging.warning("%s: stopping after this step (press Ctrl-C again to abort at once).",
-                    stop_signals.name(signum))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming from its latest checkpoint), returns the summary."""
   trainer = Trainer(config)
@@ -288,7 +260,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("%d seeds in one program, mapped by %s (train.seed_map=%s on %s).",
                  t.num_seeds, "jax.lax.map" if trainer.seed_map == "map" else "jax.vmap",
                  t.seed_map, jax.default_backend())
-  stop = _GracefulStop()
+  # A second Ctrl-C aborts at once, even inside a long step or save: the run resumes from its
+  # latest checkpoint, and the folder is rewound to it.
+  stop = stop_signals.StopRequest("stopping after this step", raise_on_abort=True)
   # A multi-host run keeps SIGTERM fatal: its processes would see it at different steps and
   # meet in different collectives (the checkpoint save of one, the train step of another).
   signals = stop_signals.STOP_SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
