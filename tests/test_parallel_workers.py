@@ -14,7 +14,7 @@ from configs import compare as compare_config
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.studies import launch, memory_grid, memory_study, report, sweep, sweep_spec
 from rnnlab.training import run_folder
-from tests.conftest import ROOT, entry_env, tiny_config
+from tests.conftest import ROOT, entry_env, run_entry, tiny_config
 
 TIMING = {"wall_time_sec", "steps_per_sec", "workdir"}
 
@@ -349,3 +349,15 @@ def test_a_failing_point_stops_the_other_workers_at_once(tmp_path):
   assert time.time() - start < 120  # point 1 stopped: its 10**6 steps take an hour or more
   assert os.path.exists(os.path.join(points[1].workdir, "config.json"))  # it had begun
   assert not os.path.exists(points[2].workdir)  # the failed point's worker began no other
+
+
+@pytest.mark.slow
+def test_the_workers_log_progress_without_library_chatter(tmp_path):
+  """The entry point's log filter travels to the worker processes: their progress lines show,
+  orbax's per-save INFO lines and JAX's backend probing do not."""
+  result = run_entry("experiments.compare", "--config=configs/compare.py:quick",
+                     f"--workdir={tmp_path}/w", "--parallel=2")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "step 20/20" in result.stderr and "steps/s" in result.stderr
+  for chatter in ("CheckpointManager", "Save Finalize", "Unable to initialize backend"):
+    assert chatter not in result.stderr, chatter

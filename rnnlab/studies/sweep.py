@@ -30,6 +30,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -263,7 +264,8 @@ def _run_in_workers(points: Sequence[Point], pending: Sequence[Point],
   with (stop_signals.handling(request.handle, (signal.SIGINT, signal.SIGTERM)),
         concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                initializer=_init_worker,
-                                               initargs=(cpus, os.getpid(), stop)) as pool):
+                                               initargs=(cpus, os.getpid(), stop,
+                                                         _log_filters())) as pool):
     try:
       with stop_signals.blocked():  # the workers are spawned here, with them blocked
         futures = {pool.submit(_run_spec, run, point_spec(p)): p.name for p in pending}
@@ -332,19 +334,36 @@ _NOT_STARTED = "not started"  # a worker's answer for a point it was told not to
 _stop: Any = None  # a worker's: its study's stop flag (`_run_in_workers`)
 
 
-def _init_worker(cpus: Any, parent_pid: int, stop: Any) -> None:
-  """A worker: pinned to its CPUs; stopped only by its study, which sets the shared flag `stop`
-  (the worker's watcher thread then sends it STUDY_STOP: its point stops at a step boundary, and
-  no other begins); deaf to the terminal's Ctrl-C, which its study answers; exits when the study
-  process dies. It starts with the stop signals blocked (`stop_signals.blocked`) and unblocks
-  them once its handlers are set."""
+def _log_filters() -> tuple[Any, ...]:
+  """The filters of this process's absl log handler that a worker can take along (the entry
+  point's, which keep library chatter out of the log: `experiments.cli`)."""
+  out = []
+  for f in logging.get_absl_handler().filters:
+    try:
+      pickle.dumps(f)
+    except (pickle.PicklingError, AttributeError, TypeError):
+      continue
+    out.append(f)
+  return tuple(out)
+
+
+def _init_worker(cpus: Any, parent_pid: int, stop: Any, log_filters: Sequence[Any] = ()) -> None:
+  """A worker: pinned to its CPUs; logging through its study's filters (`log_filters`);
+  stopped only by its study, which sets the shared flag `stop` (the worker's watcher thread then
+  sends it STUDY_STOP: its point stops at a step boundary, and no other begins); deaf to the
+  terminal's Ctrl-C, which its study answers; exits when the study process dies. It starts with
+  the stop signals blocked (`stop_signals.blocked`) and unblocks them once its handlers are
+  set."""
   global _stop
   _stop = stop
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   for signum in (signal.SIGTERM, stop_signals.STUDY_STOP):  # between points; a run has its own
     signal.signal(signum, stop_signals.note)
   stop_signals.unblock()
+  logging.use_absl_handler()  # as in the study's process (absl.app), not Python's default one
   logging.set_verbosity(logging.INFO)
+  for log_filter in log_filters:
+    logging.get_absl_handler().addFilter(log_filter)
   mine = cpus.get()
   if mine is not None:
     os.sched_setaffinity(0, mine)
