@@ -58,25 +58,26 @@ def _default_grid() -> dict:
   return module.get_config().compare.to_dict()
 
 
-_COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_COMMITTED = os.path.join(os.path.dirname(os.path.realpath(__file__)), "results")
 
 
-def _inside(path: str, folder: str) -> bool:
-  return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == folder
+def _committed_part(path: str) -> str | None:
+  """`path` relative to the committed results (experiments/results), or None if outside."""
+  rel = os.path.relpath(os.path.realpath(path), _COMMITTED)
+  return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def _check_not_committed(workdir: str, results_dir: str) -> None:
   """The committed run records (experiments/results/NAME_runs) are read, never written: a study
-  trains in a copy of them, and their report is rebuilt into another --results_dir."""
-  if not _inside(workdir, _COMMITTED):
-    return
-  if not _FROM_WORKDIRS.value:
+  trains in a copy of them, and their report is rebuilt into a --results_dir outside them."""
+  if _committed_part(workdir) is not None and not _FROM_WORKDIRS.value:
     raise RnnlabError(f"--workdir={workdir} is inside the committed results ({_COMMITTED}), "
                       "and training there would change them: copy it to a workdir first "
                       f"(cp -r {workdir} /tmp/rnnlab_compare) and pass that --workdir")
-  if _inside(results_dir, os.path.abspath(workdir)):
-    raise RnnlabError(f"--from_workdirs would write the report into {results_dir}, inside the "
-                      "committed run records it reads: pass --results_dir=DIR elsewhere")
+  part = _committed_part(results_dir)
+  if part is not None and part.split(os.sep)[0].endswith("_runs"):
+    raise RnnlabError(f"the report would be written into {results_dir}, inside the committed run "
+                      "records: pass --results_dir=DIR elsewhere")
 
 
 def main(argv: list[str]) -> None:

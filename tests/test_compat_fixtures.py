@@ -60,7 +60,7 @@ def _first_difference(got, want, where="rows"):
   exactly), or None."""
   if isinstance(want, dict):
     if not isinstance(got, dict) or got.keys() != want.keys():
-      return f"{where}: keys {sorted(got)} != {sorted(want)}"
+      return f"{where}: {got!r} != {want!r}"
     diffs = (_first_difference(got[k], want[k], f"{where}.{k}") for k in want)
   elif isinstance(want, list):
     if not isinstance(got, list) or len(got) != len(want):

@@ -72,7 +72,9 @@ def test_the_records_rebuild_the_same_report(study, tmp_path):
     assert sorted(os.listdir(os.path.join(study["records"], point))) == [
         "config.json", "metrics.jsonl", "summary.json"]
   rebuilt = str(tmp_path / "rebuilt")
+  before = file_bytes(study["records"])
   memory_study.run(study["config"], study["records"], rebuilt, "rebuild", from_workdirs=True)
+  assert file_bytes(study["records"]) == before
   for name in ("compare.md", "compare.csv"):
     assert (open(os.path.join(rebuilt, name)).read()
             == open(os.path.join(study["results"], name)).read()), name
@@ -111,13 +113,19 @@ def test_writing_records_into_the_study_itself_is_a_no_op(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    ((), "inside the committed results"),
-    (("--from_workdirs",), "pass --results_dir=DIR elsewhere"),
+    (("--workdir=experiments/results/compare_runs",), "inside the committed results"),
+    (("--workdir=experiments/results/compare_runs", "--from_workdirs"),
+     "pass --results_dir=DIR elsewhere"),
+    (("--workdir=./experiments/results/compare_runs/", "--from_workdirs",
+      "--results_dir=experiments/results/compare_runs/x"), "inside the committed run records"),
+    (("--workdir={tmp}/study", "--results_dir=experiments/results/compare_runs"),
+     "inside the committed run records"),
 ])
-def test_the_committed_records_are_read_never_written(args, message):
+def test_the_committed_records_are_read_never_written(args, message, tmp_path):
   before = committed_results_status()
   result = run_entry("experiments.compare", "--config=configs/compare.py:quick",
-                     "--workdir=experiments/results/compare_runs", *args)
+                     *(a.format(tmp=tmp_path) for a in args))
   assert result.returncode == 1, result.stderr
   assert message in result.stderr and "Traceback" not in result.stderr
   assert committed_results_status() == before
+  assert not os.path.exists(tmp_path / "study")

@@ -75,7 +75,7 @@ def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], resul
 
 
 def _same_dir(a: str, b: str) -> bool:
-  return os.path.abspath(a) == os.path.abspath(b)
+  return os.path.realpath(a) == os.path.realpath(b)
 
 
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Sequence
 
+import filelock
+
+from rnnlab.errors import RnnlabError
 from rnnlab.studies import sweep
 from rnnlab.training import run_files, run_folder
 
@@ -22,33 +26,45 @@ from rnnlab.training import run_files, run_folder
 def write(workdir: str, points: Sequence[sweep.Point], dest: str) -> None:
   """Replaces the records folder `dest` with the records of the study in `workdir`.
 
-  The new folder is made beside `dest` and swapped in, so a kill leaves the old folder or the new
-  one (and a temporary folder that the next write removes), never a mix.
+  The new folder is built beside `dest` and swapped in, under a lock that writers of the same
+  folder (shards sharing a --results_dir) take in turn: a kill leaves the old folder or the new
+  one, and the next write clears what it left (a half-built folder, or the old folder moved
+  aside, put back).
   """
-  if os.path.abspath(dest) == os.path.abspath(workdir):
+  here, there = os.path.realpath(workdir), os.path.realpath(dest)
+  if there == here:
     return  # the study's own workdir is its records
-  parent = os.path.dirname(os.path.abspath(dest))
-  base = os.path.basename(os.path.abspath(dest))
-  for leftover in os.listdir(parent) if os.path.isdir(parent) else ():
-    if leftover.startswith(f"{base}.tmp."):
-      shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
-  tmp = f"{os.path.abspath(dest)}.tmp.{os.getpid()}"
-  os.makedirs(tmp)
+  if os.path.commonpath([here, there]) == there:
+    raise RnnlabError(f"the run records would go to {dest}, which holds the study's workdir "
+                      f"{workdir}: pass another --results_dir")
+  parent, base = os.path.dirname(there), os.path.basename(there)
+  os.makedirs(parent, exist_ok=True)
+  aside = os.path.join(parent, f"{base}.old")
   try:
-    with open(os.path.join(workdir, sweep.MANIFEST_FILE), "rb") as f:
-      run_folder.atomic_write(os.path.join(tmp, sweep.MANIFEST_FILE), f.read())
-    for point in points:
-      status = sweep.status(point)
-      if status != "new":
-        run_folder.copy_record(point.workdir, os.path.join(tmp, point.name),
-                               extra_files=(sweep.DIVERGED_FILE,),
-                               checkpoints=status == "partial")
-    old = f"{tmp}.old"
-    if os.path.exists(dest):
-      os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    with filelock.FileLock(os.path.join(parent, f".{base}.lock")):
+      if os.path.isdir(aside) and not os.path.exists(there):
+        os.replace(aside, there)  # a write killed between its two renames
+      for leftover in os.listdir(parent):
+        if leftover.startswith(f"{base}.tmp.") or leftover == f"{base}.old":
+          shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+      tmp = tempfile.mkdtemp(prefix=f"{base}.tmp.", dir=parent)
+      try:
+        _fill(tmp, workdir, points)
+        if os.path.exists(there):
+          os.replace(there, aside)
+        os.replace(tmp, there)
+        shutil.rmtree(aside, ignore_errors=True)
+      finally:
+        shutil.rmtree(tmp, ignore_errors=True)
   except OSError as e:
     raise run_files.write_error(dest, e) from None
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill(folder: str, workdir: str, points: Sequence[sweep.Point]) -> None:
+  with open(os.path.join(workdir, sweep.MANIFEST_FILE), "rb") as f:
+    run_folder.atomic_write(os.path.join(folder, sweep.MANIFEST_FILE), f.read())
+  for point in points:
+    status = sweep.status(point)
+    if status != "new":
+      run_folder.copy_record(point.workdir, os.path.join(folder, point.name),
+                             extra_files=(sweep.DIVERGED_FILE,), checkpoints=status == "partial")

@@ -37,7 +37,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
-from absl import logging
+from absl import flags, logging
 
 from rnnlab.errors import ConfigError, Interrupted, NonFiniteError, RnnlabError
 from rnnlab.studies import sweep_spec, sweep_table
@@ -334,20 +334,20 @@ _NOT_STARTED = "not started"  # a worker's answer for a point it was told not to
 _stop: Any = None  # a worker's: its study's stop flag (`_run_in_workers`)
 
 
-def _log_filters() -> tuple[Any, ...]:
-  """The filters of this process's absl log handler that a worker can take along (the entry
-  point's, which keep library chatter out of the log: `experiments.cli`)."""
+def _log_filters() -> tuple[bytes, ...]:
+  """The filters of this process's absl log handler (the entry point's, which keep library
+  chatter out of the log: `experiments.cli`), pickled for a worker to take along."""
   out = []
   for f in logging.get_absl_handler().filters:
     try:
-      pickle.dumps(f)
+      out.append(pickle.dumps(f))
     except (pickle.PicklingError, AttributeError, TypeError):
       continue
-    out.append(f)
   return tuple(out)
 
 
-def _init_worker(cpus: Any, parent_pid: int, stop: Any, log_filters: Sequence[Any] = ()) -> None:
+def _init_worker(cpus: Any, parent_pid: int, stop: Any, log_filters: Sequence[bytes] = ()
+                 ) -> None:
   """A worker: pinned to its CPUs; logging through its study's filters (`log_filters`);
   stopped only by its study, which sets the shared flag `stop` (the worker's watcher thread then
   sends it STUDY_STOP: its point stops at a step boundary, and no other begins); deaf to the
@@ -360,10 +360,14 @@ def _init_worker(cpus: Any, parent_pid: int, stop: Any, log_filters: Sequence[An
   for signum in (signal.SIGTERM, stop_signals.STUDY_STOP):  # between points; a run has its own
     signal.signal(signum, stop_signals.note)
   stop_signals.unblock()
+  flags.FLAGS.mark_as_parsed()  # a worker parses none: without this absl warns at its 1st line
   logging.use_absl_handler()  # as in the study's process (absl.app), not Python's default one
   logging.set_verbosity(logging.INFO)
-  for log_filter in log_filters:
-    logging.get_absl_handler().addFilter(log_filter)
+  for pickled in log_filters:
+    try:
+      logging.get_absl_handler().addFilter(pickle.loads(pickled))
+    except Exception:  # noqa: BLE001 -- a filter this process cannot load (from __main__)
+      pass  # its lines show, nothing worse
   mine = cpus.get()
   if mine is not None:
     os.sched_setaffinity(0, mine)

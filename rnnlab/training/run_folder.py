@@ -205,11 +205,15 @@ def copy_record(workdir: str, dest: str, extra_files: Sequence[str] = (),
   `checkpoints`, its latest complete checkpoint and best checkpoint, so that `dest`, used as a
   workdir, resumes the run exactly where it stood. TensorBoard events and the lock stay behind.
 
-  The run may be training meanwhile: a metrics row still being written is left out (a resumed
-  run rewinds the rows after its checkpoint anyway), and a checkpoint is copied only once orbax
-  has completed it; one deleted while it was copied (a newer one replaced it) is copied again.
+  The run may be training meanwhile. The checkpoints are copied first, so the rows logged up to
+  them are in the copied metrics (the rows after them are rewound by a resume anyway); a metrics
+  row still being written is left out; and a checkpoint counts as copied only if orbax completed
+  it and had not begun to replace it when the copy ended (tried again otherwise).
   """
   os.makedirs(dest)
+  if checkpoints:
+    for best in (False, True):
+      _copy_checkpoints(workdir, dest, best)
   for name in (*RECORD_FILES, *extra_files):
     try:
       with open(os.path.join(workdir, name), "rb") as f:
@@ -219,25 +223,33 @@ def copy_record(workdir: str, dest: str, extra_files: Sequence[str] = (),
     if name == METRICS_FILE:
       data = data[:data.rfind(b"\n") + 1]  # whole rows only
     atomic_write(os.path.join(dest, name), data)
-  if checkpoints:
-    for best in (False, True):
-      _copy_checkpoints(workdir, dest, best)
 
 
-def _copy_checkpoints(workdir: str, dest: str, best: bool, tries: int = 5) -> None:
-  """The latest complete checkpoint (best: every complete one; orbax keeps one, two for an
-  instant while it replaces it, and `Checkpointer.repair_best` picks)."""
+def _copy_checkpoints(workdir: str, dest: str, best: bool, tries: int = 10) -> None:
+  """The latest complete checkpoint (best: the one best checkpoint). orbax deletes a replaced
+  step file by file after the new one is complete, so a copy is kept only if no newer complete
+  step appeared while it was made (best: if the one step listed stayed the only one)."""
   name = BEST_CHECKPOINT_DIR if best else CHECKPOINT_DIR
-  for _ in range(tries):
+  for attempt in range(tries):
+    if attempt:
+      time.sleep(1.0)
     steps = checkpoint_steps(workdir, best)
-    try:
-      for step in steps if best else steps[-1:]:
-        shutil.copytree(os.path.join(workdir, name, str(step)), os.path.join(dest, name, str(step)))
+    if not steps:
       return
-    except (FileNotFoundError, shutil.Error):  # replaced by a newer one while it was copied
-      shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
-  raise RnnlabError(f"could not copy the checkpoints of {os.path.join(workdir, name)}: each try "
-                    "met one being replaced; run the same command again")
+    if best and len(steps) > 1:
+      continue  # a new best is replacing the old one
+    target = os.path.join(dest, name, str(steps[-1]))
+    try:
+      shutil.copytree(os.path.join(workdir, name, str(steps[-1])), target)
+    except (FileNotFoundError, shutil.Error):
+      shutil.rmtree(target, ignore_errors=True)
+      continue
+    now = checkpoint_steps(workdir, best)
+    if (now == steps) if best else (now[-1:] == steps[-1:]):
+      return
+    shutil.rmtree(target, ignore_errors=True)
+  raise RnnlabError(f"could not copy a checkpoint of {os.path.join(workdir, name)}: a newer one "
+                    f"replaced it during each of {tries} tries; run the same command again")
 
 
 # ----------------------------------------------------------------------------- the lock
