@@ -164,7 +164,13 @@ def test_second_trainer_on_a_workdir_is_refused(env, straight, tmp_path):
   first = _start(env, workdir, log)
   try:
     _wait_for(first, _logged(1), workdir, log)
-    second = _train(env, *_ARGS, f"--workdir={workdir}")
+    # Paused, the first holds its lock while the second starts, however fast the machine trains
+    # the first's remaining steps (it finished before the second began, on a fast CPU).
+    first.send_signal(signal.SIGSTOP)
+    try:
+      second = _train(env, *_ARGS, f"--workdir={workdir}")
+    finally:
+      first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=240) == 0
   finally:
     if first.poll() is None:

@@ -11,12 +11,12 @@ point not yet finished, its latest checkpoints. So the folder is itself a study 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
-from typing import Sequence
-
-import filelock
+from typing import Iterator, Sequence
 
 from rnnlab.errors import RnnlabError
 from rnnlab.studies import sweep
@@ -26,10 +26,10 @@ from rnnlab.training import run_files, run_folder
 def write(workdir: str, points: Sequence[sweep.Point], dest: str) -> None:
   """Replaces the records folder `dest` with the records of the study in `workdir`.
 
-  The new folder is built beside `dest` and swapped in, under a lock that writers of the same
-  folder (shards sharing a --results_dir) take in turn: a kill leaves the old folder or the new
-  one, and the next write clears what it left (a half-built folder, or the old folder moved
-  aside, put back).
+  The new folder is built beside `dest` and swapped in, under a lock that writers of records in
+  the same folder (shards sharing a --results_dir) take in turn: a kill leaves the old folder or
+  the new one, and the next write clears what it left (a half-built folder, or the old folder
+  moved aside, put back).
   """
   here, there = os.path.realpath(workdir), os.path.realpath(dest)
   if there == here:
@@ -41,7 +41,7 @@ def write(workdir: str, points: Sequence[sweep.Point], dest: str) -> None:
   os.makedirs(parent, exist_ok=True)
   aside = os.path.join(parent, f"{base}.old")
   try:
-    with filelock.FileLock(os.path.join(parent, f".{base}.lock")):
+    with _writers_lock(parent):
       if os.path.isdir(aside) and not os.path.exists(there):
         os.replace(aside, there)  # a write killed between its two renames
       for leftover in os.listdir(parent):
@@ -58,6 +58,18 @@ def write(workdir: str, points: Sequence[sweep.Point], dest: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
   except OSError as e:
     raise run_files.write_error(dest, e) from None
+
+
+@contextlib.contextmanager
+def _writers_lock(folder: str) -> Iterator[None]:
+  """flock on `folder` itself: writers of records there take turns, and no lock file is left in
+  a results folder (the OS releases it when its holder dies)."""
+  fd = os.open(folder, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def _fill(folder: str, workdir: str, points: Sequence[sweep.Point]) -> None:
