@@ -262,10 +262,12 @@ _AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, 
                        "signal.default_int_handler); sys.argv[0] = 'experiments.compare'; "
                        "runpy.run_module('experiments.compare', run_name='__main__')")
 
+# Points no worker finishes before it is stopped: the tiny model trains thousands of steps a
+# second on a fast CPU (100,000 steps were done within a test's wait there).
 _LONG_QUICK_STUDY = [
-    "--config=configs/compare.py:quick", "--parallel=2", "--config.train.num_steps=100000",
-    "--config.compare.overrides.copy=train.num_steps=100000",
-    "--config.compare.overrides.adding=train.num_steps=100000",
+    "--config=configs/compare.py:quick", "--parallel=2", "--config.train.num_steps=10000000",
+    "--config.compare.overrides.copy=train.num_steps=10000000",
+    "--config.compare.overrides.adding=train.num_steps=10000000",
     "--config.train.checkpoint_every=100000", "--config.train.eval_every=100000",
     "--config.train.log_every=50"]
 
