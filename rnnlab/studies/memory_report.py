@@ -70,11 +70,12 @@ def write_report(rows: Sequence[dict[str, Any]], manifest: dict[str, Any], resul
   run_folder.atomic_write(os.path.join(results_dir, files["md"]),
                           report_markdown(rows, manifest, images, title=title,
                                           sentences=sentences, csv_name=files["csv"],
-                                          records=None if _same_dir(results_dir, workdir)
+                                          records=None if same_dir(results_dir, workdir)
                                           else files["records"]))
 
 
-def _same_dir(a: str, b: str) -> bool:
+def same_dir(a: str, b: str) -> bool:
+  """Whether paths `a` and `b` name one folder (the report in the study's workdir: no records)."""
   return os.path.realpath(a) == os.path.realpath(b)
 
 

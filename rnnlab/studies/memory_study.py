@@ -89,7 +89,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, results_dir: str, comma
   name = memory_grid.report_name(config)
   memory_report.write_report(rows, manifest, results_dir, workdir, name=name,
                              title=str(config.compare.get("title", memory_report.TITLE)))
-  if os.path.realpath(results_dir) != os.path.realpath(workdir):  # else the workdirs are there
+  if not memory_report.same_dir(results_dir, workdir):  # else the workdirs are there
     records.write(workdir, points, os.path.join(results_dir,
                                                 memory_grid.report_files(name)["records"]))
   return rows
